@@ -1,0 +1,227 @@
+//! The receive and send pipelines of one session (one kernel instance or one client).
+//!
+//! Receive: limits -> frame layout -> constant-time HMAC check -> (only now) JSON parsing ->
+//! freshness and exact replay check -> [`Verified`]. Nothing is parsed before the signature
+//! checks out, and a digest enters the replay history only after it verified.
+
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::auth::{Digest, Signer};
+use crate::error::{ErrorKind, Result};
+use crate::frames::{FrameParts, Layout};
+use crate::limits::Limits;
+use crate::message::{self, format_date, Header, Message, PROTOCOL_VERSION};
+use crate::replay::{ReplayConfig, ReplayGuard};
+
+/// A message whose signature, freshness and uniqueness were checked. Only
+/// [`Session::receive`] / [`Session::admit`] can build one, so code that takes a `Verified`
+/// cannot be handed an unchecked message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    /// The checked value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Frames whose signature verified, not yet checked for freshness or replay.
+#[derive(Debug)]
+pub struct Authentic {
+    frames: Vec<Vec<u8>>,
+    layout: Layout,
+    digest: Option<Digest>,
+}
+
+/// How a session is set up.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our session id (put in every header we write).
+    pub session_id: String,
+    /// The user name put in every header we write.
+    pub username: String,
+    /// Size limits on incoming messages.
+    pub limits: Limits,
+    /// Replay protection; `None` turns it off (only sensible for tests and benchmarks).
+    pub replay: Option<ReplayConfig>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            session_id: uuid::Uuid::new_v4().to_string(),
+            username: "kernel".into(),
+            limits: Limits::default(),
+            replay: Some(ReplayConfig::default()),
+        }
+    }
+}
+
+/// Signs outgoing and verifies incoming messages. Cheap to clone; clones share one replay history,
+/// so a message accepted on one channel is refused if replayed on another.
+#[derive(Debug, Clone)]
+pub struct Session {
+    signer: Signer,
+    limits: Limits,
+    replay: Option<Arc<Mutex<ReplayGuard>>>,
+    session_id: Arc<str>,
+    username: Arc<str>,
+}
+
+impl Session {
+    /// A session started now.
+    pub fn new(signer: Signer, config: SessionConfig) -> Session {
+        Session::started_at(signer, config, Utc::now())
+    }
+
+    /// A session started at `started`: messages dated before it (less the clock skew) are stale.
+    pub fn started_at(signer: Signer, config: SessionConfig, started: DateTime<Utc>) -> Session {
+        Session {
+            signer,
+            limits: config.limits,
+            replay: config.replay.map(|c| Arc::new(Mutex::new(ReplayGuard::new(c, started)))),
+            session_id: config.session_id.into(),
+            username: config.username.into(),
+        }
+    }
+
+    /// Our session id.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The signer in use.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Checks limits, layout and signature. No JSON is parsed here.
+    pub fn authenticate(&self, frames: Vec<Vec<u8>>) -> Result<Authentic> {
+        self.limits.check(&frames)?;
+        let layout = Layout::of(&frames)?;
+        let digest = self.signer.verify(layout.signature(&frames), &layout.signed(&frames))?;
+        Ok(Authentic { frames, layout, digest })
+    }
+
+    /// Parses an authentic message and admits it once (freshness and replay), at time `now`.
+    pub fn admit(&self, authentic: Authentic, now: DateTime<Utc>) -> Result<Verified<Message>> {
+        let Authentic { mut frames, layout, digest } = authentic;
+        let [h, p, m, c] = layout.signed(&frames);
+        let header = message::decode_header(h)?;
+        let parent_header = message::decode_parent(p)?;
+        let metadata: Map<String, Value> = message::decode_json(m, "metadata")?;
+        let content: Value = message::decode_json(c, "content")?;
+        if let (Some(guard), Some(digest)) = (&self.replay, digest) {
+            let date = header.parsed_date()?;
+            let mut guard = guard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            guard.admit(digest, date, now)?;
+        }
+        let buffers = frames.split_off(layout.buffers_start().min(frames.len()));
+        frames.truncate(layout.delimiter);
+        Ok(Verified(Message { identities: frames, header, parent_header, metadata, content, buffers }))
+    }
+
+    /// [`Session::authenticate`] then [`Session::admit`] at the current time.
+    pub fn receive(&self, frames: Vec<Vec<u8>>) -> Result<Verified<Message>> {
+        let authentic = self.authenticate(frames)?;
+        self.admit(authentic, Utc::now())
+    }
+
+    /// A fresh header of type `msg_type` from this session, dated now.
+    pub fn header(&self, msg_type: &str) -> Header {
+        Header {
+            msg_id: uuid::Uuid::new_v4().to_string(),
+            msg_type: msg_type.to_owned(),
+            username: self.username.to_string(),
+            session: self.session_id.to_string(),
+            date: format_date(Utc::now()),
+            version: PROTOCOL_VERSION.to_owned(),
+            extra: Map::new(),
+        }
+    }
+
+    /// A new message of type `msg_type` with typed `content`, replying to `parent` if given.
+    /// Identities are copied from the parent message when it is given (so replies route back).
+    pub fn message<C: Serialize>(
+        &self,
+        msg_type: &str,
+        content: &C,
+        parent: Option<&Message>,
+    ) -> Result<Message> {
+        let content = serde_json::to_value(content)
+            .map_err(|e| crate::Error::new(ErrorKind::Encode, e.to_string()))?;
+        Ok(Message {
+            identities: parent.map(|p| p.identities.clone()).unwrap_or_default(),
+            header: self.header(msg_type),
+            parent_header: parent.map(|p| p.header.clone()),
+            metadata: Map::new(),
+            content,
+            buffers: Vec::new(),
+        })
+    }
+
+    /// Serializes and signs `msg` into multipart frames.
+    pub fn encode(&self, msg: &Message) -> Result<Vec<Vec<u8>>> {
+        let header = crate::json::to_vec(&msg.header)?;
+        let parent = match &msg.parent_header {
+            Some(p) => crate::json::to_vec(p)?,
+            None => b"{}".to_vec(),
+        };
+        let metadata = crate::json::to_vec(&msg.metadata)?;
+        let content = crate::json::to_vec(&msg.content)?;
+        self.sign_frames(&msg.identities, [&header, &parent, &metadata, &content], &msg.buffers)
+    }
+
+    /// Signs already-serialized parts and assembles the frames.
+    pub fn sign_frames(
+        &self,
+        identities: &[Vec<u8>],
+        signed: [&[u8]; 4],
+        buffers: &[Vec<u8>],
+    ) -> Result<Vec<Vec<u8>>> {
+        let signature = self.signer.sign(&signed);
+        FrameParts { identities, signature: &signature, signed, buffers }.to_frames()
+    }
+
+    /// Number of digests in the replay history (0 when replay protection is off).
+    pub fn replay_history_len(&self) -> usize {
+        match &self.replay {
+            Some(g) => g.lock().map(|g| g.len()).unwrap_or(0),
+            None => 0,
+        }
+    }
+}
+
+/// Decodes frames with no key and no replay check: for tools that inspect traffic, never for
+/// accepting requests.
+pub fn decode_unverified(frames: Vec<Vec<u8>>, limits: &Limits) -> Result<Message> {
+    limits.check(&frames)?;
+    let layout = Layout::of(&frames)?;
+    let session = Session {
+        signer: Signer::unauthenticated(),
+        limits: *limits,
+        replay: None,
+        session_id: "".into(),
+        username: "".into(),
+    };
+    let authentic = Authentic { frames, layout, digest: None };
+    session.admit(authentic, Utc::now()).map(Verified::into_inner)
+}

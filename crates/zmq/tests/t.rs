@@ -1,0 +1,1 @@
+#[test] fn c(){ assert!(kernelgate_zmq::has_curve()); }
