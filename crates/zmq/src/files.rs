@@ -1,0 +1,146 @@
+//! Jupyter's runtime directory and private, atomic file writes (connection files, keys).
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+fn home_dir() -> PathBuf {
+    env_path("HOME").unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Jupyter's user data directory, as jupyter_core computes it: `$JUPYTER_DATA_DIR`,
+/// else `~/Library/Jupyter` on macOS, else `$XDG_DATA_HOME/jupyter` (default
+/// `~/.local/share/jupyter`).
+pub fn jupyter_data_dir() -> PathBuf {
+    if let Some(p) = env_path("JUPYTER_DATA_DIR") {
+        return p;
+    }
+    if cfg!(target_os = "macos") {
+        return home_dir().join("Library").join("Jupyter");
+    }
+    env_path("XDG_DATA_HOME")
+        .unwrap_or_else(|| home_dir().join(".local").join("share"))
+        .join("jupyter")
+}
+
+/// Where connection files go: `$JUPYTER_RUNTIME_DIR`, else `jupyter_data_dir()/runtime`
+/// (jupyter_core >= 5; older releases used `$XDG_RUNTIME_DIR/jupyter`).
+pub fn runtime_dir() -> PathBuf {
+    env_path("JUPYTER_RUNTIME_DIR").unwrap_or_else(|| jupyter_data_dir().join("runtime"))
+}
+
+/// Creates `path` (and missing parents) with mode 0700, or checks an existing one: it
+/// must be a real directory (not a symlink) owned by us. If it is ours but readable or
+/// writable by group/others, its mode is tightened to 0700.
+pub fn ensure_private_dir(path: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io("create directory", path, e))?;
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let insecure = |reason: String| Error::InsecurePath { path: path.to_owned(), reason };
+    if !meta.file_type().is_dir() {
+        return Err(insecure("not a directory (or a symlink)".into()));
+    }
+    let me = crate::ffi::euid();
+    if meta.uid() != me {
+        return Err(insecure(format!("owned by uid {}, not {me}", meta.uid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.mode() & 0o777),
+            "tightening permissions of private directory to 0700");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("chmod", path, e))?;
+    }
+    Ok(())
+}
+
+/// Atomically writes a file only we can read (0600): a temp file is created in the same
+/// directory with `O_EXCL`, written, fsynced, renamed over `path`, and the directory is
+/// fsynced. Readers see the old file or the complete new one, never a partial one.
+pub fn write_private_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_atomic(path, bytes, 0o600)
+}
+
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument("path has no file name".into()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true) // O_CREAT | O_EXCL: never follow or reuse an existing file
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        // The umask can only remove bits, but be explicit in case mode had extra bits.
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", &tmp, e))?;
+        file.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Removes a file (e.g. a connection file) when dropped, unless [`disarm`](Self::disarm)ed.
+#[derive(Debug)]
+pub struct RemoveOnDrop {
+    path: Option<PathBuf>,
+}
+
+impl RemoveOnDrop {
+    /// Guard `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: Some(path.into()) }
+    }
+
+    /// The guarded path.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Keep the file; returns its path.
+    pub fn disarm(mut self) -> Option<PathBuf> {
+        self.path.take()
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            if let Err(e) = fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "could not remove file");
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-#[test] fn c(){ assert!(kernelgate_zmq::has_curve()); }
