@@ -1,1 +1,45 @@
-fn main() {}
+//! `kernelgate`: the command-line interface. Thin: parses flags, calls the crates, prints.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Secure Jupyter kernels on shared machines: authenticated, replay-proof, sandboxed.
+#[derive(Debug, Parser)]
+#[command(name = "kernelgate", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info`, `kernelgate=debug`.
+    #[arg(long, global = true, default_value = "info", env = "KERNELGATE_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the built-in Rhai kernel, or launch and manage an installed kernelspec.
+    Kernel(cmd::kernel::KernelArgs),
+    /// List or install kernelspecs.
+    #[command(subcommand)]
+    Kernelspec(cmd::kernelspec::KernelspecCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Kernel(args) => cmd::kernel::run(args),
+        Command::Kernelspec(c) => cmd::kernelspec::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kernelgate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -19,7 +19,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("defaults", &self.defaults).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,7 +35,10 @@ impl Context {
     pub fn with_config(io_threads: i32, defaults: SocketConfig) -> Result<Self> {
         let raw = RawContext::new()?;
         raw.set(ZMQ_IO_THREADS, io_threads.max(1))?;
-        Ok(Self { raw: Arc::new(raw), defaults: Arc::new(defaults) })
+        Ok(Self {
+            raw: Arc::new(raw),
+            defaults: Arc::new(defaults),
+        })
     }
 
     /// Sets the number of I/O threads; takes effect only before the first socket is created.

@@ -13,7 +13,9 @@ const Z85_CHARS: &[u8; 85] =
 /// Encodes bytes as Z85. The input length must be a multiple of 4.
 pub fn z85_encode(data: &[u8]) -> Result<String> {
     if data.len() % 4 != 0 {
-        return Err(Error::InvalidArgument("Z85 input length must be a multiple of 4".into()));
+        return Err(Error::InvalidArgument(
+            "Z85 input length must be a multiple of 4".into(),
+        ));
     }
     let mut out = String::with_capacity(data.len() / 4 * 5);
     for chunk in data.chunks_exact(4) {
@@ -35,7 +37,9 @@ pub fn z85_encode(data: &[u8]) -> Result<String> {
 pub fn z85_decode(text: &str) -> Result<Vec<u8>> {
     let bytes = text.as_bytes();
     if bytes.len() % 5 != 0 {
-        return Err(Error::InvalidArgument("Z85 length must be a multiple of 5".into()));
+        return Err(Error::InvalidArgument(
+            "Z85 length must be a multiple of 5".into(),
+        ));
     }
     let mut out = Vec::with_capacity(bytes.len() / 5 * 4);
     for chunk in bytes.chunks_exact(5) {
@@ -78,15 +82,18 @@ impl PublicKey {
                     .map_err(|_| Error::InvalidKey("public key is not Z85 text"))?;
                 Self::from_z85(text)
             }
-            _ => Err(Error::InvalidKey("a CURVE key is 32 bytes or 40 Z85 characters")),
+            _ => Err(Error::InvalidKey(
+                "a CURVE key is 32 bytes or 40 Z85 characters",
+            )),
         }
     }
 
     /// From 40 Z85 characters.
     pub fn from_z85(text: &str) -> Result<Self> {
         let raw = z85_decode(text).map_err(|_| Error::InvalidKey("public key is not valid Z85"))?;
-        let arr: [u8; 32] =
-            raw.try_into().map_err(|_| Error::InvalidKey("a CURVE key is 40 Z85 characters"))?;
+        let arr: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| Error::InvalidKey("a CURVE key is 40 Z85 characters"))?;
         Ok(Self(arr))
     }
 

@@ -68,11 +68,19 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn zmq(op: &'static str, errno: i32) -> Self {
-        Error::Zmq { op, errno, message: crate::ffi::strerror(errno) }
+        Error::Zmq {
+            op,
+            errno,
+            message: crate::ffi::strerror(errno),
+        }
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// The libzmq/OS error number, if this is a libzmq error.
@@ -97,8 +105,14 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Zmq { op, errno, message } => write!(f, "{op} failed: {message} (errno {errno})"),
-            Error::TooLarge { frames, bytes, limits } => write!(
+            Error::Zmq { op, errno, message } => {
+                write!(f, "{op} failed: {message} (errno {errno})")
+            }
+            Error::TooLarge {
+                frames,
+                bytes,
+                limits,
+            } => write!(
                 f,
                 "multipart message discarded: {frames} frames / {bytes} bytes exceeds limit of \
                  {} frames / {} bytes",

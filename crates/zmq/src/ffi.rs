@@ -77,7 +77,9 @@ pub(crate) fn strerror(errno: i32) -> String {
         return format!("error {errno}");
     }
     // SAFETY: non-null, static, NUL-terminated per libzmq's contract.
-    unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn check(rc: c_int, op: &'static str) -> Result<c_int, Error> {
@@ -116,9 +118,8 @@ pub(crate) fn curve_keypair() -> Result<(String, String), Error> {
     let mut secret = [0u8; 41];
     // SAFETY: both buffers hold the 41 bytes (40 + NUL) zmq_curve_keypair writes.
     let rc = unsafe { zmq_curve_keypair(public.as_mut_ptr().cast(), secret.as_mut_ptr().cast()) };
-    let out = check(rc, "zmq_curve_keypair").and_then(|_| {
-        Ok((z85_text(&public)?, z85_text(&secret)?))
-    });
+    let out =
+        check(rc, "zmq_curve_keypair").and_then(|_| Ok((z85_text(&public)?, z85_text(&secret)?)));
     secret.zeroize();
     out
 }
@@ -157,12 +158,18 @@ impl RawContext {
     pub(crate) fn new() -> Result<Self, Error> {
         // SAFETY: no preconditions.
         let ptr = unsafe { zmq_ctx_new() };
-        NonNull::new(ptr).map(Self).ok_or_else(|| last_error("zmq_ctx_new"))
+        NonNull::new(ptr)
+            .map(Self)
+            .ok_or_else(|| last_error("zmq_ctx_new"))
     }
 
     pub(crate) fn set(&self, option: c_int, value: c_int) -> Result<(), Error> {
         // SAFETY: valid context pointer owned by self.
-        check(unsafe { zmq_ctx_set(self.0.as_ptr(), option, value) }, "zmq_ctx_set").map(drop)
+        check(
+            unsafe { zmq_ctx_set(self.0.as_ptr(), option, value) },
+            "zmq_ctx_set",
+        )
+        .map(drop)
     }
 }
 
@@ -192,7 +199,9 @@ impl RawSocket {
     pub(crate) fn new(ctx: &RawContext, ty: c_int) -> Result<Self, Error> {
         // SAFETY: valid context pointer.
         let ptr = unsafe { zmq_socket(ctx.0.as_ptr(), ty) };
-        NonNull::new(ptr).map(Self).ok_or_else(|| last_error("zmq_socket"))
+        NonNull::new(ptr)
+            .map(Self)
+            .ok_or_else(|| last_error("zmq_socket"))
     }
 
     pub(crate) fn set_bytes(&self, opt: c_int, val: &[u8]) -> Result<(), Error> {
@@ -288,7 +297,12 @@ impl RawSocket {
     }
 
     pub(crate) fn poll_item(&self, events: c_short) -> PollItemRaw {
-        PollItemRaw { socket: self.0.as_ptr(), fd: 0, events, revents: 0 }
+        PollItemRaw {
+            socket: self.0.as_ptr(),
+            fd: 0,
+            events,
+            revents: 0,
+        }
     }
 }
 

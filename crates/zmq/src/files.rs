@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn home_dir() -> PathBuf {
@@ -47,7 +49,10 @@ pub fn ensure_private_dir(path: &Path) -> Result<()> {
         .create(path)
         .map_err(|e| Error::io("create directory", path, e))?;
     let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    let insecure = |reason: String| Error::InsecurePath { path: path.to_owned(), reason };
+    let insecure = |reason: String| Error::InsecurePath {
+        path: path.to_owned(),
+        reason,
+    };
     if !meta.file_type().is_dir() {
         return Err(insecure("not a directory (or a symlink)".into()));
     }
@@ -97,7 +102,8 @@ pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<
         // The umask can only remove bits, but be explicit in case mode had extra bits.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("chmod", &tmp, e))?;
-        file.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
     })();
@@ -119,7 +125,9 @@ pub struct RemoveOnDrop {
 impl RemoveOnDrop {
     /// Guard `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: Some(path.into()) }
+        Self {
+            path: Some(path.into()),
+        }
     }
 
     /// The guarded path.

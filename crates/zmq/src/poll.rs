@@ -59,7 +59,11 @@ pub struct PollItem<'a> {
 impl<'a> PollItem<'a> {
     /// Watch `socket` for `events`.
     pub fn new(socket: &'a Socket, events: PollEvents) -> Self {
-        Self { socket, events, revents: PollEvents::NONE }
+        Self {
+            socket,
+            events,
+            revents: PollEvents::NONE,
+        }
     }
 
     /// The events that occurred in the last [`poll`].
@@ -81,8 +85,10 @@ impl<'a> PollItem<'a> {
 /// Waits until at least one item is ready or `timeout` passes (`None` = forever).
 /// Returns how many items have events. `EINTR` is returned as an error.
 pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usize> {
-    let mut raw: Vec<PollItemRaw> =
-        items.iter().map(|i| i.socket.raw().poll_item(i.events.0)).collect();
+    let mut raw: Vec<PollItemRaw> = items
+        .iter()
+        .map(|i| i.socket.raw().poll_item(i.events.0))
+        .collect();
     // Round up so a 0.5 ms timeout does not become a busy 0 ms poll.
     let ms = timeout.map_or(-1, |d| {
         let ms = d.as_micros().div_ceil(1000);

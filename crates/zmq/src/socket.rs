@@ -84,7 +84,10 @@ pub struct RecvLimits {
 
 impl Default for RecvLimits {
     fn default() -> Self {
-        Self { max_frames: 4096, max_total_bytes: 128 << 20 }
+        Self {
+            max_frames: 4096,
+            max_total_bytes: 128 << 20,
+        }
     }
 }
 
@@ -134,14 +137,21 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("type", &self.ty).finish_non_exhaustive()
+        f.debug_struct("Socket")
+            .field("type", &self.ty)
+            .finish_non_exhaustive()
     }
 }
 
 impl Socket {
     pub(crate) fn new(ctx: &Context, ty: SocketType, config: &SocketConfig) -> Result<Self> {
         let raw = RawSocket::new(ctx.raw(), ty.raw())?;
-        let sock = Self { raw, ty, limits: config.recv_limits, _ctx: ctx.clone() };
+        let sock = Self {
+            raw,
+            ty,
+            limits: config.recv_limits,
+            _ctx: ctx.clone(),
+        };
         sock.set_max_msg_size(config.max_msg_size)?;
         sock.set_sndhwm(config.sndhwm)?;
         sock.set_rcvhwm(config.rcvhwm)?;
@@ -211,7 +221,9 @@ impl Socket {
             first = false;
         }
         if first {
-            return Err(Error::InvalidArgument("cannot send an empty multipart message".into()));
+            return Err(Error::InvalidArgument(
+                "cannot send an empty multipart message".into(),
+            ));
         }
         Ok(())
     }
@@ -221,7 +233,9 @@ impl Socket {
         let mut out = Vec::new();
         let more = self
             .raw
-            .recv_frame(if dontwait { ZMQ_DONTWAIT } else { 0 }, |b| out.extend_from_slice(b))?;
+            .recv_frame(if dontwait { ZMQ_DONTWAIT } else { 0 }, |b| {
+                out.extend_from_slice(b)
+            })?;
         Ok((out, more))
     }
 
@@ -235,7 +249,7 @@ impl Socket {
         let mut over = false;
         let mut flags = if dontwait { ZMQ_DONTWAIT } else { 0 };
         loop {
-            let more = self.raw.recv_frame(flags, |b| {
+            let received = self.raw.recv_frame(flags, |b| {
                 count += 1;
                 bytes = bytes.saturating_add(b.len());
                 over = over || count > limits.max_frames || bytes > limits.max_total_bytes;
@@ -244,7 +258,16 @@ impl Socket {
                 } else {
                     frames.push(b.to_vec());
                 }
-            })?;
+            });
+            let more = match received {
+                Ok(more) => more,
+                Err(e) => {
+                    if count > 0 {
+                        self.drain_rest();
+                    }
+                    return Err(e);
+                }
+            };
             // The rest of a multipart message is already here: never wait for it.
             flags = 0;
             if !more {
@@ -252,10 +275,28 @@ impl Socket {
             }
         }
         if over {
-            tracing::debug!(count, bytes, "discarded multipart message over receive limits");
-            return Err(Error::TooLarge { frames: count, bytes, limits });
+            tracing::debug!(
+                count,
+                bytes,
+                "discarded multipart message over receive limits"
+            );
+            return Err(Error::TooLarge {
+                frames: count,
+                bytes,
+                limits,
+            });
         }
         Ok(frames)
+    }
+
+    /// Best effort after a mid-message failure: discard the remaining frames so the next
+    /// receive starts at a message boundary.
+    fn drain_rest(&self) {
+        while matches!(self.rcvmore(), Ok(true)) {
+            if self.raw.recv_frame(ZMQ_DONTWAIT, |_| {}).is_err() {
+                break;
+            }
+        }
     }
 
     /// The receive limits in force.
@@ -376,7 +417,8 @@ impl Socket {
 
     /// This socket's long-term secret key.
     pub fn set_curve_secretkey(&self, key: &SecretKey) -> Result<()> {
-        self.raw.set_bytes(ZMQ_CURVE_SECRETKEY, key.as_z85().as_bytes())
+        self.raw
+            .set_bytes(ZMQ_CURVE_SECRETKEY, key.as_z85().as_bytes())
     }
 
     /// The server's public key (clients): makes this socket a CURVE client.

@@ -1,0 +1,54 @@
+//! `kernelgate-bench`: every speed claim as a ratio measured side by side in one run.
+//!
+//! Each subcommand runs a Python peer (the reference stack in the project's virtual environment)
+//! and ours on the same work, and prints the peer's figure, ours and the ratio. A missing or broken
+//! Python environment is an error, never a skip.
+
+mod python;
+mod report;
+mod wire;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Side-by-side benchmarks of kernelgate against the Python Jupyter stack.
+#[derive(Debug, Parser)]
+#[command(name = "kernelgate-bench", version, about)]
+struct Cli {
+    /// Python interpreter with the pinned jupyter_client (default: <workspace>/.venv/bin/python).
+    #[arg(long, global = true, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Session sign and verify throughput: jupyter_client's Session against kernelgate-wire.
+    Wire(wire::Args),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kernelgate-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut report = report::Report::new(cli.json);
+    match cli.command {
+        Command::Wire(args) => {
+            let python = python::Python::locate(cli.python.as_deref())?;
+            wire::run(&args, &python, &mut report)
+        }
+    }
+}

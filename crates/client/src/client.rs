@@ -1,0 +1,586 @@
+//! The async client: the one implementation of the frontend side.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kernelgate_wire::content::{
+    CommInfoReply, CommInfoRequest, CompleteReply, CompleteRequest, ExecuteReply, HistoryReply,
+    HistoryRequest, InputReply, InputRequest, InspectReply, InspectRequest, InterruptReply,
+    InterruptRequest, IsCompleteReply, IsCompleteRequest, KernelInfoReply, KernelInfoRequest,
+    ShutdownReply, ShutdownRequest,
+};
+use kernelgate_wire::{Channel, ConnectionInfo, ErrorKind, Limits, Message, ReplayConfig, Session, SessionConfig};
+use kernelgate_zmq::{AsyncSocket, Context, SocketType};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::connect::{client_socket, read_connection_file, CurveIdentity, CurveKeys};
+use crate::error::{Error, Result};
+use crate::execute::{ExecuteOptions, ExecuteOutcome, OutputHandler};
+use crate::heartbeat::{died, HeartbeatConfig, HeartbeatMonitor};
+
+/// The default deadline of every wait.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a client is set up.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Deadline of each request (and of `execute` unless its options say otherwise).
+    pub timeout: Duration,
+    /// The user name in our message headers.
+    pub username: String,
+    /// Our session id; also the routing id of the shell and stdin sockets. `None` = a new UUID.
+    pub session_id: Option<String>,
+    /// Size limits on incoming messages.
+    pub limits: Limits,
+    /// Replay protection of incoming messages (`None` turns it off; not recommended).
+    pub replay: Option<ReplayConfig>,
+    /// Accept a connection file with an empty key (no signatures at all). Off by default.
+    pub allow_unauthenticated: bool,
+    /// The CURVE keypair to present when the kernel uses CURVE.
+    pub curve: CurveIdentity,
+    /// At most this many IOPub messages not claimed by a running request are kept for
+    /// [`KernelClient::recv_iopub`]; older ones are dropped.
+    pub iopub_backlog: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: DEFAULT_TIMEOUT,
+            username: std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "username".into()),
+            session_id: None,
+            limits: Limits::default(),
+            replay: Some(ReplayConfig::default()),
+            allow_unauthenticated: false,
+            curve: CurveIdentity::default(),
+            iopub_backlog: 10_000,
+        }
+    }
+}
+
+/// Counts of incoming messages dropped because they failed verification, by kind.
+#[derive(Debug, Default)]
+struct Rejections([AtomicU64; ErrorKind::ALL.len()]);
+
+impl Rejections {
+    fn record(&self, kind: ErrorKind) {
+        if let Some(c) = self.0.get(kind.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A far-future instant for "no deadline" (Duration::MAX would overflow).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Receives one message on `socket` and verifies it. `Ok(None)`: a message was dropped
+/// (failed verification or over the size limits), counted and logged.
+async fn recv_verified(
+    socket: &mut AsyncSocket,
+    session: &Session,
+    rejections: &Rejections,
+    channel: Channel,
+) -> Result<Option<Message>> {
+    let frames = match socket.recv_multipart().await {
+        Ok(f) => f,
+        Err(kernelgate_zmq::Error::TooLarge { frames, bytes, .. }) => {
+            tracing::warn!(channel = channel.name(), frames, bytes, "dropped oversized message");
+            rejections.record(ErrorKind::TooLarge);
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match session.receive(frames) {
+        Ok(msg) => Ok(Some(msg.into_inner())),
+        Err(e) => {
+            // The error text holds kinds, lengths and field names only: never key material.
+            tracing::warn!(channel = channel.name(), code = e.code(), detail = e.detail(),
+                "dropped a message that failed verification");
+            rejections.record(e.kind());
+            Ok(None)
+        }
+    }
+}
+
+/// A connection to one kernel's five channels. See the crate documentation.
+pub struct KernelClient {
+    info: ConnectionInfo,
+    config: ClientConfig,
+    session: Session,
+    ctx: Context,
+    curve: Option<CurveKeys>,
+    shell: AsyncSocket,
+    control: AsyncSocket,
+    stdin: AsyncSocket,
+    iopub: AsyncSocket,
+    hb: Option<AsyncSocket>,
+    hb_count: u64,
+    backlog: VecDeque<Message>,
+    rejections: Rejections,
+    last_input_request: Option<Message>,
+    monitor: Option<HeartbeatMonitor>,
+    dead: Option<watch::Receiver<bool>>,
+}
+
+impl std::fmt::Debug for KernelClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelClient")
+            .field("info", &self.info)
+            .field("session", &self.session.session_id())
+            .field("curve", &self.curve.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelClient {
+    /// Connects to the kernel described by `info` (must be called inside a tokio runtime with
+    /// I/O and time enabled). Connecting does not wait for the kernel: use
+    /// [`KernelClient::wait_for_ready`].
+    pub async fn connect(info: ConnectionInfo, config: ClientConfig) -> Result<KernelClient> {
+        Self::connect_with_context(info, config, Context::new()?)
+    }
+
+    /// Reads the connection file at `path` and connects.
+    pub async fn from_file(path: impl AsRef<Path>, config: ClientConfig) -> Result<KernelClient> {
+        let info = read_connection_file(path.as_ref())?;
+        Self::connect(info, config).await
+    }
+
+    /// Connects using an existing ZeroMQ context (must be called inside a tokio runtime).
+    pub fn connect_with_context(info: ConnectionInfo, config: ClientConfig, ctx: Context) -> Result<KernelClient> {
+        info.validate_for_connect()?;
+        let signer = info.signer(config.allow_unauthenticated)?;
+        if info.key.is_empty() {
+            tracing::warn!("connection has an empty key: messages are neither signed nor verified");
+        }
+        let session_config = SessionConfig {
+            session_id: config.session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            username: config.username.clone(),
+            limits: config.limits,
+            replay: config.replay,
+        };
+        let session = Session::new(signer, session_config);
+        let curve = CurveKeys::resolve(&info, &config.curve)?;
+        let id = session.session_id().as_bytes().to_vec();
+        let open = |ty: SocketType, ch: Channel, id: Option<&[u8]>| -> Result<AsyncSocket> {
+            let socket = client_socket(&ctx, ty, &info.endpoint(ch), curve.as_ref(), id)?;
+            Ok(AsyncSocket::new(socket)?)
+        };
+        // jupyter_client gives shell and stdin the same routing id: the kernel sends
+        // input_request to the identity of the shell request on its stdin ROUTER.
+        let shell = open(SocketType::Dealer, Channel::Shell, Some(&id))?;
+        let stdin = open(SocketType::Dealer, Channel::Stdin, Some(&id))?;
+        let control = open(SocketType::Dealer, Channel::Control, None)?;
+        let iopub = open(SocketType::Sub, Channel::IoPub, None)?;
+        Ok(KernelClient {
+            info,
+            config,
+            session,
+            ctx,
+            curve,
+            shell,
+            control,
+            stdin,
+            iopub,
+            hb: None,
+            hb_count: 0,
+            backlog: VecDeque::new(),
+            rejections: Rejections::default(),
+            last_input_request: None,
+            monitor: None,
+            dead: None,
+        })
+    }
+
+    /// The connection info in use.
+    pub fn connection_info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// Our session (to build messages for [`KernelClient::send`]).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The default deadline of waits.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    /// Changes the default deadline of waits.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.config.timeout = timeout;
+    }
+
+    /// How many incoming messages were dropped because they failed verification.
+    pub fn rejected_count(&self) -> u64 {
+        self.rejections.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Dropped incoming messages by kind of failure (kinds with a zero count omitted).
+    pub fn rejections(&self) -> Vec<(ErrorKind, u64)> {
+        ErrorKind::ALL
+            .iter()
+            .zip(self.rejections.0.iter())
+            .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn socket(&mut self, channel: Channel) -> Result<&mut AsyncSocket> {
+        match channel {
+            Channel::Shell => Ok(&mut self.shell),
+            Channel::Control => Ok(&mut self.control),
+            Channel::Stdin => Ok(&mut self.stdin),
+            Channel::IoPub | Channel::Heartbeat => Err(Error::InvalidArgument(format!(
+                "cannot send on the {} channel",
+                channel.name()
+            ))),
+        }
+    }
+
+    /// Signs and sends `msg` on `channel` (shell, control or stdin); returns its msg_id.
+    pub async fn send(&mut self, channel: Channel, msg: Message) -> Result<String> {
+        let frames = self.session.encode(&msg)?;
+        let timeout = self.config.timeout;
+        let socket = self.socket(channel)?;
+        tokio::time::timeout(timeout, socket.send_multipart(&frames))
+            .await
+            .map_err(|_| Error::timeout(format!("sending {} on {}", msg.msg_type(), channel.name()), timeout))??;
+        Ok(msg.header.msg_id)
+    }
+
+    /// Builds, signs and sends a request with `content`; returns its msg_id.
+    pub async fn send_request<C: Serialize>(&mut self, channel: Channel, msg_type: &str, content: &C) -> Result<String> {
+        let msg = self.session.message(msg_type, content, None)?;
+        self.send(channel, msg).await
+    }
+
+    /// Waits up to `timeout` for the reply to `msg_id` on `channel` (shell or control). Replies
+    /// to other requests are dropped.
+    pub async fn wait_reply(&mut self, channel: Channel, msg_id: &str, timeout: Duration) -> Result<Message> {
+        if !matches!(channel, Channel::Shell | Channel::Control) {
+            return Err(Error::InvalidArgument(format!("no replies on the {} channel", channel.name())));
+        }
+        let deadline = deadline_after(timeout);
+        let Self { shell, control, session, rejections, dead, .. } = self;
+        let socket = if channel == Channel::Shell { shell } else { control };
+        loop {
+            tokio::select! {
+                r = recv_verified(socket, session, rejections, channel) => {
+                    match r? {
+                        Some(m) if m.parent_msg_id() == msg_id => return Ok(m),
+                        Some(m) => tracing::debug!(msg_type = m.msg_type(), "dropped a reply to another request"),
+                        None => {}
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::timeout(format!("the reply on {} to {msg_id}", channel.name()), timeout));
+                }
+                () = died(dead.as_mut()) => return Err(Error::KernelDied),
+            }
+        }
+    }
+
+    /// Sends a request and returns the reply message, within the default deadline.
+    pub async fn request(&mut self, channel: Channel, msg_type: &str, content: Value) -> Result<Message> {
+        let id = self.send_request(channel, msg_type, &content).await?;
+        self.wait_reply(channel, &id, self.config.timeout).await
+    }
+
+    /// A request whose reply is decoded as `R`; `aborted` and `error` replies become errors.
+    async fn typed<C: Serialize, R: DeserializeOwned>(&mut self, channel: Channel, msg_type: &str, content: &C) -> Result<R> {
+        let id = self.send_request(channel, msg_type, content).await?;
+        let reply = self.wait_reply(channel, &id, self.config.timeout).await?;
+        check_status(&reply)?;
+        Ok(reply.content_as()?)
+    }
+
+    /// `kernel_info_request`.
+    pub async fn kernel_info(&mut self) -> Result<KernelInfoReply> {
+        self.typed(Channel::Shell, KernelInfoRequest::MSG_TYPE, &KernelInfoRequest::default()).await
+    }
+
+    /// `complete_request` at `cursor_pos` (unicode code points).
+    pub async fn complete(&mut self, code: &str, cursor_pos: usize) -> Result<CompleteReply> {
+        let req = CompleteRequest { code: code.into(), cursor_pos, extra: Map::new() };
+        self.typed(Channel::Shell, CompleteRequest::MSG_TYPE, &req).await
+    }
+
+    /// `inspect_request` at `cursor_pos` with `detail_level` 0 or 1.
+    pub async fn inspect(&mut self, code: &str, cursor_pos: usize, detail_level: u8) -> Result<InspectReply> {
+        let req = InspectRequest { code: code.into(), cursor_pos, detail_level, extra: Map::new() };
+        self.typed(Channel::Shell, InspectRequest::MSG_TYPE, &req).await
+    }
+
+    /// `is_complete_request`.
+    pub async fn is_complete(&mut self, code: &str) -> Result<IsCompleteReply> {
+        let req = IsCompleteRequest { code: code.into(), extra: Map::new() };
+        self.typed(Channel::Shell, IsCompleteRequest::MSG_TYPE, &req).await
+    }
+
+    /// `history_request`.
+    pub async fn history(&mut self, request: &HistoryRequest) -> Result<HistoryReply> {
+        self.typed(Channel::Shell, HistoryRequest::MSG_TYPE, request).await
+    }
+
+    /// `comm_info_request`, optionally for one target.
+    pub async fn comm_info(&mut self, target_name: Option<&str>) -> Result<CommInfoReply> {
+        let req = CommInfoRequest { target_name: target_name.map(str::to_owned), extra: Map::new() };
+        self.typed(Channel::Shell, CommInfoRequest::MSG_TYPE, &req).await
+    }
+
+    /// `shutdown_request` on control.
+    pub async fn shutdown(&mut self, restart: bool) -> Result<ShutdownReply> {
+        let req = ShutdownRequest { restart, extra: Map::new() };
+        self.typed(Channel::Control, ShutdownRequest::MSG_TYPE, &req).await
+    }
+
+    /// `interrupt_request` on control (for kernels whose interrupt mode is `message`; ipykernel
+    /// also honours it by signalling itself).
+    pub async fn interrupt_request(&mut self) -> Result<InterruptReply> {
+        self.typed(Channel::Control, InterruptRequest::MSG_TYPE, &InterruptRequest::default()).await
+    }
+
+    /// Sends an `input_reply` with `value`, answering the last `input_request` seen.
+    pub async fn send_input(&mut self, value: &str) -> Result<()> {
+        let reply = InputReply { value: value.into(), extra: Map::new() };
+        let parent = self.last_input_request.take();
+        let mut msg = self.session.message(InputReply::MSG_TYPE, &reply, parent.as_ref())?;
+        msg.identities.clear();
+        self.send(Channel::Stdin, msg).await.map(drop)
+    }
+
+    /// Runs `code`: returns once both the `execute_reply` and the IOPub `status: idle` for this
+    /// request have arrived. `handler` sees outputs and input requests as they arrive; IOPub
+    /// messages of other requests are kept for [`KernelClient::recv_iopub`].
+    pub async fn execute(
+        &mut self,
+        code: &str,
+        options: &ExecuteOptions,
+        handler: &mut (dyn OutputHandler + Send),
+    ) -> Result<ExecuteOutcome> {
+        let timeout = options.timeout.unwrap_or(self.config.timeout);
+        let msg_id = self.send_request(Channel::Shell, "execute_request", &options.request(code)).await?;
+        let deadline = deadline_after(timeout);
+        let mut reply: Option<Message> = None;
+        let mut idle = false;
+        let mut outputs = Vec::new();
+        while reply.is_none() || !idle {
+            let Self { shell, stdin, iopub, session, rejections, dead, .. } = self;
+            let event = tokio::select! {
+                r = recv_verified(shell, session, rejections, Channel::Shell) => (Channel::Shell, r?),
+                r = recv_verified(iopub, session, rejections, Channel::IoPub) => (Channel::IoPub, r?),
+                r = recv_verified(stdin, session, rejections, Channel::Stdin) => (Channel::Stdin, r?),
+                () = tokio::time::sleep_until(deadline) => {
+                    let what = if reply.is_none() { "the execute_reply" } else { "the idle status after execute" };
+                    return Err(Error::timeout(what, timeout));
+                }
+                () = died(dead.as_mut()) => return Err(Error::KernelDied),
+            };
+            let (channel, Some(msg)) = event else { continue };
+            let ours = msg.parent_msg_id() == msg_id;
+            match channel {
+                Channel::Shell if ours && msg.msg_type() == "execute_reply" => reply = Some(msg),
+                Channel::Shell => tracing::debug!(msg_type = msg.msg_type(), "dropped a reply to another request"),
+                Channel::IoPub if ours && msg.msg_type() == "status" => {
+                    idle |= msg.content.get("execution_state").and_then(Value::as_str) == Some("idle");
+                }
+                Channel::IoPub if ours => {
+                    handler.on_iopub(&msg);
+                    outputs.push(msg);
+                }
+                Channel::IoPub => self.keep_iopub(msg),
+                Channel::Stdin if msg.msg_type() == InputRequest::MSG_TYPE => {
+                    let req: InputRequest = msg.content_as()?;
+                    let value = handler.on_input_request(&req.prompt, req.password).unwrap_or_default();
+                    self.last_input_request = Some(msg);
+                    self.send_input(&value).await?;
+                }
+                _ => tracing::debug!(msg_type = msg.msg_type(), "ignored an unexpected message"),
+            }
+        }
+        let reply_message = reply.ok_or_else(|| Error::timeout("the execute_reply", timeout))?;
+        check_status(&reply_message)?;
+        let reply: ExecuteReply = reply_message.content_as()?;
+        Ok(ExecuteOutcome { reply, reply_message, outputs })
+    }
+
+    fn keep_iopub(&mut self, msg: Message) {
+        if self.config.iopub_backlog == 0 {
+            return;
+        }
+        while self.backlog.len() >= self.config.iopub_backlog {
+            self.backlog.pop_front();
+        }
+        self.backlog.push_back(msg);
+    }
+
+    /// The next IOPub message not claimed by a request, waiting up to `timeout`.
+    pub async fn recv_iopub(&mut self, timeout: Duration) -> Result<Message> {
+        if let Some(m) = self.backlog.pop_front() {
+            return Ok(m);
+        }
+        let deadline = deadline_after(timeout);
+        let Self { iopub, session, rejections, dead, .. } = self;
+        loop {
+            tokio::select! {
+                r = recv_verified(iopub, session, rejections, Channel::IoPub) => {
+                    if let Some(m) = r? {
+                        return Ok(m);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Err(Error::timeout("an iopub message", timeout)),
+                () = died(dead.as_mut()) => return Err(Error::KernelDied),
+            }
+        }
+    }
+
+    /// The next `input_request` on stdin, waiting up to `timeout` (for callers that drive
+    /// requests themselves); answer it with [`KernelClient::send_input`].
+    pub async fn recv_input_request(&mut self, timeout: Duration) -> Result<Message> {
+        let deadline = deadline_after(timeout);
+        loop {
+            let Self { stdin, session, rejections, .. } = self;
+            let msg = tokio::select! {
+                r = recv_verified(stdin, session, rejections, Channel::Stdin) => r?,
+                () = tokio::time::sleep_until(deadline) => return Err(Error::timeout("an input_request", timeout)),
+            };
+            if let Some(m) = msg.filter(|m| m.msg_type() == InputRequest::MSG_TYPE) {
+                self.last_input_request = Some(m.clone());
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Drops every IOPub message that arrives until none has for `quiet`, and the backlog.
+    pub async fn flush_iopub(&mut self, quiet: Duration) -> Result<usize> {
+        let mut n = self.backlog.len();
+        self.backlog.clear();
+        loop {
+            match self.recv_iopub(quiet).await {
+                Ok(_) => n += 1,
+                Err(e) if e.is_timeout() => return Ok(n),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until the kernel answers `kernel_info_request` AND an IOPub message got through
+    /// (subscriptions join slowly), as jupyter_client does; then flushes IOPub.
+    pub async fn wait_for_ready(&mut self, timeout: Duration) -> Result<KernelInfoReply> {
+        let deadline = deadline_after(timeout);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::timeout("the kernel to become ready", timeout));
+            }
+            let id = self.send_request(Channel::Shell, KernelInfoRequest::MSG_TYPE, &KernelInfoRequest::default()).await?;
+            match self.wait_reply(Channel::Shell, &id, remaining.min(Duration::from_secs(1))).await {
+                Ok(reply) => match self.recv_iopub(Duration::from_millis(200)).await {
+                    Ok(_) => {
+                        check_status(&reply)?;
+                        let info = reply.content_as()?;
+                        self.flush_iopub(Duration::from_millis(200)).await?;
+                        return Ok(info);
+                    }
+                    Err(e) if e.is_timeout() => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Pings the heartbeat channel once: true if the kernel echoed within `timeout`.
+    pub async fn heartbeat_ok(&mut self, timeout: Duration) -> bool {
+        match self.ping(timeout).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::debug!(error = %e, "heartbeat ping failed");
+                false
+            }
+        }
+    }
+
+    async fn ping(&mut self, timeout: Duration) -> Result<bool> {
+        if self.hb.is_none() {
+            let socket = client_socket(&self.ctx, SocketType::Req, &self.info.endpoint(Channel::Heartbeat), self.curve.as_ref(), None)?;
+            socket.set_linger(Some(Duration::ZERO))?;
+            self.hb = Some(AsyncSocket::new(socket)?);
+        }
+        self.hb_count += 1;
+        let payload = format!("ping {}", self.hb_count).into_bytes();
+        let Some(hb) = self.hb.as_mut() else { return Ok(false) };
+        let exchange = async {
+            hb.send_multipart(&[&payload]).await?;
+            hb.recv_multipart().await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(frames)) => Ok(frames.first() == Some(&payload)),
+            Ok(Err(e)) => {
+                self.hb = None;
+                Err(e.into())
+            }
+            Err(_) => {
+                // A REQ socket that missed its reply cannot send again: start over next time.
+                self.hb = None;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Starts a background thread pinging the heartbeat; once it declares the kernel dead, every
+    /// wait of this client fails with [`Error::KernelDied`]. Replaces a running monitor.
+    pub fn start_heartbeat_monitor(&mut self, config: HeartbeatConfig) -> Result<()> {
+        let (monitor, dead) = HeartbeatMonitor::start(
+            self.ctx.clone(),
+            self.info.endpoint(Channel::Heartbeat),
+            self.curve.clone(),
+            config,
+        )
+        .map_err(|e| Error::Transport(kernelgate_zmq::Error::Thread(e)))?;
+        self.monitor = Some(monitor);
+        self.dead = Some(dead);
+        Ok(())
+    }
+
+    /// Stops the heartbeat monitor (a death it already reported stays reported).
+    pub fn stop_heartbeat_monitor(&mut self) {
+        self.monitor = None;
+    }
+
+    /// True once the heartbeat monitor declared the kernel dead.
+    pub fn kernel_died(&self) -> bool {
+        self.dead.as_ref().is_some_and(|d| *d.borrow())
+    }
+
+    /// A watch that turns true when the monitor declares the kernel dead (`None` without a monitor).
+    pub fn death_watch(&self) -> Option<watch::Receiver<bool>> {
+        self.dead.clone()
+    }
+}
+
+/// `aborted` and (for non-execute replies) `error` statuses as errors.
+fn check_status(reply: &Message) -> Result<()> {
+    let field = |name: &str| reply.content.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    match reply.content.get("status").and_then(Value::as_str) {
+        Some("aborted") => Err(Error::Aborted { msg_type: reply.msg_type().to_owned() }),
+        Some("error") if reply.msg_type() != "execute_reply" => Err(Error::Reply {
+            msg_type: reply.msg_type().to_owned(),
+            ename: field("ename"),
+            evalue: field("evalue"),
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,196 @@
+//! Output and input for running code: IOPub publishing and stdin requests.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kernelgate_wire::content::{InputReply, InputRequest};
+use kernelgate_wire::{iopub_topic, Channel, Message, Session};
+use kernelgate_zmq::{poll, PollEvents, PollItem, Socket};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::rejections::Rejections;
+
+/// Publishes on IOPub. Shared by the shell and control threads (a libzmq socket may be used by
+/// several threads when access is serialized, which the mutex does).
+pub struct Publisher {
+    socket: Mutex<Socket>,
+    session: Session,
+    kernel_id: String,
+}
+
+impl Publisher {
+    pub(crate) fn new(socket: Socket, session: Session, kernel_id: String) -> Publisher {
+        Publisher { socket: Mutex::new(socket), session, kernel_id }
+    }
+
+    /// Publishes a message of `msg_type` with `content`, child of `parent`.
+    pub fn publish<C: Serialize>(&self, msg_type: &str, content: &C, parent: Option<&Message>) {
+        let mut msg = match self.session.message(msg_type, content, parent) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("cannot build {msg_type}: {e}");
+                return;
+            }
+        };
+        msg.identities = vec![iopub_topic(&self.kernel_id, msg_type)];
+        let frames = match self.session.encode(&msg) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("cannot encode {msg_type}: {e}");
+                return;
+            }
+        };
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        // PUB never blocks: with no subscriber or a full queue the message is dropped, as in
+        // every Jupyter kernel.
+        if let Err(e) = socket.send_multipart(&frames, true) {
+            tracing::debug!("iopub send of {msg_type} failed: {e}");
+        }
+    }
+
+    /// Publishes `status` with `execution_state`.
+    pub fn status(&self, state: &str, parent: Option<&Message>) {
+        self.publish("status", &json!({ "execution_state": state }), parent);
+    }
+}
+
+/// Why reading input failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// The request did not allow stdin (`allow_stdin: false`).
+    NotAllowed,
+    /// The kernel was interrupted or is shutting down while waiting.
+    Interrupted,
+    /// The stdin socket failed.
+    Transport(String),
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::NotAllowed => f.write_str("the frontend does not support input requests"),
+            InputError::Interrupted => f.write_str("interrupted while waiting for input"),
+            InputError::Transport(e) => write!(f, "stdin channel failed: {e}"),
+        }
+    }
+}
+
+/// Flags that stop running code.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    /// Set by an interrupt (SIGINT or interrupt_request); cleared when a new cell starts.
+    pub interrupt: Arc<AtomicBool>,
+    /// Set once the kernel is shutting down.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set while the shell runs a request.
+    pub busy: Arc<AtomicBool>,
+}
+
+impl Flags {
+    /// Asks the kernel to stop: running code is interrupted and every loop ends.
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.interrupt.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown was requested.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+}
+
+pub(crate) struct Stdin {
+    pub socket: Socket,
+}
+
+/// The context handed to [`crate::Kernel::execute`]: where output goes for the current request.
+/// Cheap to clone and `'static`, so interpreters can capture it in callbacks.
+#[derive(Clone)]
+pub struct ExecContext {
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) stdin: Arc<Mutex<Stdin>>,
+    pub(crate) session: Session,
+    pub(crate) parent: Arc<Message>,
+    pub(crate) allow_stdin: bool,
+    pub(crate) flags: Flags,
+    pub(crate) rejections: Arc<Rejections>,
+    pub(crate) execution_count: i64,
+}
+
+impl ExecContext {
+    /// Sends text to the `stdout` or `stderr` stream.
+    pub fn stream(&self, name: &str, text: &str) {
+        self.publisher.publish("stream", &json!({ "name": name, "text": text }), Some(&self.parent));
+    }
+
+    /// Displays a MIME bundle.
+    pub fn display(&self, data: crate::MimeBundle) {
+        self.publisher.publish(
+            "display_data",
+            &json!({ "data": data, "metadata": {}, "transient": {} }),
+            Some(&self.parent),
+        );
+    }
+
+    /// Publishes any IOPub message as a child of the current request.
+    pub fn publish(&self, msg_type: &str, content: &Value) {
+        self.publisher.publish(msg_type, content, Some(&self.parent));
+    }
+
+    /// Whether the running code should stop (interrupt or shutdown).
+    pub fn interrupted(&self) -> bool {
+        self.flags.interrupt.load(Ordering::Relaxed) || self.flags.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// The execution count of the running cell.
+    pub fn execution_count(&self) -> i64 {
+        self.execution_count
+    }
+
+    /// Asks the frontend for a line of input over the stdin channel and waits for the answer,
+    /// until it arrives or the kernel is interrupted.
+    pub fn input(&self, prompt: &str, password: bool) -> Result<String, InputError> {
+        if !self.allow_stdin {
+            return Err(InputError::NotAllowed);
+        }
+        let request = InputRequest { prompt: prompt.to_owned(), password, ..Default::default() };
+        let msg = self
+            .session
+            .message(InputRequest::MSG_TYPE, &request, Some(&self.parent))
+            .map_err(|e| InputError::Transport(e.to_string()))?;
+        let frames = self.session.encode(&msg).map_err(|e| InputError::Transport(e.to_string()))?;
+        let stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop stale replies to earlier prompts before asking.
+        while let Ok(_stale) = stdin.socket.recv_multipart(true) {}
+        stdin.socket.send_multipart(&frames, false).map_err(|e| InputError::Transport(e.to_string()))?;
+        loop {
+            if self.interrupted() {
+                return Err(InputError::Interrupted);
+            }
+            let mut items = [PollItem::new(&stdin.socket, PollEvents::READABLE)];
+            match poll(&mut items, Some(Duration::from_millis(50))) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(InputError::Transport(e.to_string())),
+            }
+            let frames = match stdin.socket.recv_multipart(true) {
+                Ok(f) => f,
+                Err(e) if e.is_again() => continue,
+                Err(e) => {
+                    tracing::warn!("stdin receive failed: {e}");
+                    continue;
+                }
+            };
+            match self.session.receive(frames) {
+                Ok(reply) if reply.msg_type() == InputReply::MSG_TYPE && reply.parent_msg_id() == msg.header.msg_id => {
+                    let value = reply.content.get("value").and_then(Value::as_str).unwrap_or("");
+                    return Ok(value.to_owned());
+                }
+                Ok(other) => tracing::debug!("ignoring {} on stdin", other.msg_type()),
+                Err(e) => self.rejections.record(Channel::Stdin, &e),
+            }
+        }
+    }
+}

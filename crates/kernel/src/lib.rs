@@ -1,0 +1,19 @@
+//! `kernelgate-kernel`: the kernel side of the Jupyter protocol.
+//!
+//! Implement [`Kernel`] and hand it to [`BoundKernel::run`]: the framework binds the five
+//! channels, verifies every message (refusals are counted and logged, the kernel keeps serving),
+//! publishes busy/idle around every request, counts executions, keeps history, serves control
+//! requests while the shell is busy, and relays input requests over stdin. The built-in kernel,
+//! [`rhai::RhaiKernel`], runs the Rhai scripting language with resource limits.
+
+mod handler;
+mod history;
+mod io;
+mod rejections;
+pub mod rhai;
+mod server;
+
+pub use handler::{Completeness, Completion, Kernel, KernelInfo, MimeBundle, Outcome};
+pub use io::{ExecContext, Flags, InputError};
+pub use rejections::Rejections;
+pub use server::{BoundKernel, KernelError, KernelOptions};

@@ -1,0 +1,117 @@
+//! tokio bridge: drive a [`Socket`] from async code through its notification fd.
+//!
+//! libzmq's ZMQ_FD is edge-triggered and only says "ZMQ_EVENTS may have changed". So
+//! each operation first tries non-blocking; on `EAGAIN` it re-reads ZMQ_EVENTS (which
+//! also processes libzmq's pending commands), and only if the socket is still not ready
+//! does it wait for the fd. Readiness is cleared *before* the next attempt, never after
+//! a failed one, so an edge that arrives in between is not lost. No busy polling.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::error::{Error, Result};
+use crate::poll::PollEvents;
+use crate::socket::Socket;
+
+/// The socket's notification fd. Owned by libzmq: never read or closed here.
+#[derive(Debug)]
+struct ZmqFd(RawFd);
+
+impl AsRawFd for ZmqFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A [`Socket`] usable from tokio tasks. `Send`, so it can move into `tokio::spawn`.
+/// Must be created inside a tokio runtime (with the `net` driver enabled).
+#[derive(Debug)]
+pub struct AsyncSocket {
+    // Declared before `socket`: deregister the fd before libzmq closes it.
+    fd: AsyncFd<ZmqFd>,
+    socket: Socket,
+}
+
+impl AsyncSocket {
+    /// Wraps a socket (bind/connect/configure it first, or via [`AsyncSocket::get_ref`]).
+    /// Fails (rather than panicking) outside a tokio runtime.
+    // The one unsafe call outside `ffi`: tokio requires `unsafe` to register a raw fd.
+    #[allow(unsafe_code)]
+    pub fn new(socket: Socket) -> Result<Self> {
+        let raw = socket.fd()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidArgument(
+                "AsyncSocket needs a tokio runtime".into(),
+            ));
+        }
+        // SAFETY: `raw` is libzmq's notification fd for `socket`, valid and unchanged
+        // while the socket is open. `AsyncSocket` owns both and drops `fd` first (field
+        // order), and never hands the socket out by value without dropping `fd`.
+        let fd = unsafe { AsyncFd::register_with_interest(ZmqFd(raw), Interest::READABLE) }
+            .map_err(|e| Error::io("register zmq fd with tokio", "", e.into_parts().1))?;
+        Ok(Self { fd, socket })
+    }
+
+    /// The wrapped socket, for options and endpoints.
+    pub fn get_ref(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// Unwraps the socket.
+    pub fn into_inner(self) -> Socket {
+        let Self { fd, socket } = self;
+        drop(fd);
+        socket
+    }
+
+    /// Receives a multipart message (within the socket's [`RecvLimits`](crate::RecvLimits)).
+    pub async fn recv_multipart(&mut self) -> Result<Vec<Vec<u8>>> {
+        loop {
+            match self.socket.recv_multipart(true) {
+                Err(e) if e.is_again() => self.wait(PollEvents::READABLE).await?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Receives one frame and whether more follow.
+    pub async fn recv(&mut self) -> Result<(Vec<u8>, bool)> {
+        loop {
+            match self.socket.recv(true) {
+                Err(e) if e.is_again() => self.wait(PollEvents::READABLE).await?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends a multipart message, waiting while the high-water mark is reached.
+    pub async fn send_multipart<F: AsRef<[u8]>>(&mut self, frames: &[F]) -> Result<()> {
+        loop {
+            match self.socket.send_multipart(frames, true) {
+                Err(e) if e.is_again() => self.wait(PollEvents::WRITABLE).await?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Returns once `want` may be satisfied (callers retry their operation and loop).
+    async fn wait(&mut self, want: PollEvents) -> Result<()> {
+        // The failed attempt may have consumed the fd's edge while libzmq still has
+        // commands queued; ZMQ_EVENTS processes them and tells the truth.
+        if self.socket.events()?.contains(want) {
+            // Let other tasks run in case libzmq reports ready but the op still fails.
+            tokio::task::yield_now().await;
+            return Ok(());
+        }
+        let mut guard = self
+            .fd
+            .readable()
+            .await
+            .map_err(|e| Error::io("wait for zmq fd", "", e))?;
+        // Clear before retrying: any edge from now on re-arms tokio's readiness.
+        guard.clear_ready();
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! tokio bridge over the edge-triggered ZMQ_FD.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::time::{Duration, Instant};
+
+use kernelgate_zmq::{AsyncSocket, Context, SocketType};
+use tokio::time::timeout;
+
+const N: usize = 10_000;
+const WINDOW: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_dealer_echo_10k() {
+    let ctx = Context::new().unwrap();
+    let router = ctx.socket(SocketType::Router).unwrap();
+    router.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = router.last_endpoint().unwrap();
+    let mut router = AsyncSocket::new(router).unwrap();
+    let server = tokio::spawn(async move {
+        for _ in 0..N {
+            let msg = router.recv_multipart().await.unwrap();
+            router.send_multipart(&msg).await.unwrap();
+        }
+        router
+    });
+
+    let dealer = ctx.socket(SocketType::Dealer).unwrap();
+    dealer.connect(&ep).unwrap();
+    let mut dealer = AsyncSocket::new(dealer).unwrap();
+    let client = tokio::spawn(async move {
+        // Keep at most WINDOW in flight so neither side's high-water mark is reached.
+        let mut next = 0usize;
+        for i in 0..N {
+            while next < N && next < i + WINDOW {
+                let seq = next.to_le_bytes();
+                dealer
+                    .send_multipart(&[b"msg".as_slice(), &seq, &[0u8; 64]])
+                    .await
+                    .unwrap();
+                next += 1;
+            }
+            let back = dealer.recv_multipart().await.unwrap();
+            assert_eq!(back.len(), 3);
+            assert_eq!(back[1], i.to_le_bytes());
+        }
+        dealer
+    });
+    let (c, s) = timeout(Duration::from_secs(20), async {
+        (client.await, server.await)
+    })
+    .await
+    .expect("echo timed out");
+    c.unwrap();
+    s.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_recv_wakes_on_late_message() {
+    let ctx = Context::new().unwrap();
+    let pull = ctx.socket(SocketType::Dealer).unwrap();
+    pull.bind("inproc://late").unwrap();
+    let mut pull = AsyncSocket::new(pull).unwrap();
+    let push = ctx.socket(SocketType::Dealer).unwrap();
+    push.connect("inproc://late").unwrap();
+
+    let start = Instant::now();
+    let waiter =
+        tokio::spawn(async move { pull.recv_multipart().await.map(|m| (m, start.elapsed())) });
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        push.send_multipart([b"late"], false).unwrap();
+        push // keep the socket open until the message is out (linger)
+    });
+    let (msg, elapsed) = timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("recv never woke")
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg, vec![b"late".to_vec()]);
+    assert!(elapsed >= Duration::from_millis(90), "{elapsed:?}");
+}
+
+#[test]
+fn new_outside_runtime_is_an_error() {
+    let ctx = Context::new().unwrap();
+    let s = ctx.socket(SocketType::Dealer).unwrap();
+    assert!(AsyncSocket::new(s).is_err());
+}
+
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<AsyncSocket>();
+    is_send::<kernelgate_zmq::Socket>();
+    is_send::<Context>();
+    is_send::<kernelgate_zmq::zap::ZapHandle>();
+}

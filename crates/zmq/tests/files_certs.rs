@@ -1,0 +1,159 @@
+//! Private files, runtime dir, pyzmq-format certificates.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use kernelgate_zmq::files::{ensure_private_dir, write_private_file_atomic, RemoveOnDrop};
+use kernelgate_zmq::zap::{
+    create_certificates, load_certificate, load_public_keys_from_dir, write_certificates,
+};
+use kernelgate_zmq::{curve_keypair, Error, PublicKey};
+
+fn mode(p: &std::path::Path) -> u32 {
+    fs::metadata(p).unwrap().mode() & 0o777
+}
+
+#[test]
+fn private_file_is_0600_and_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kernel-1.json");
+    write_private_file_atomic(&path, b"{\"key\": \"one\"}").unwrap();
+    assert_eq!(mode(&path), 0o600);
+    let inode = fs::metadata(&path).unwrap().ino();
+    write_private_file_atomic(&path, b"{\"key\": \"two\"}").unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"{\"key\": \"two\"}");
+    assert_ne!(
+        fs::metadata(&path).unwrap().ino(),
+        inode,
+        "replaced by rename, not rewritten"
+    );
+    assert_eq!(mode(&path), 0o600);
+    // No temp files left behind.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    {
+        let _guard = RemoveOnDrop::new(&path);
+    }
+    assert!(!path.exists());
+    let kept = RemoveOnDrop::new(dir.path().join("nope")).disarm();
+    assert!(kept.is_some());
+}
+
+#[test]
+fn private_dir_created_fixed_or_refused() {
+    let base = tempfile::tempdir().unwrap();
+    let d = base.path().join("a/b/runtime");
+    ensure_private_dir(&d).unwrap();
+    assert_eq!(mode(&d), 0o700);
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+    ensure_private_dir(&d).unwrap();
+    assert_eq!(mode(&d), 0o700, "tightened");
+    let file = base.path().join("file");
+    fs::write(&file, b"").unwrap();
+    assert!(ensure_private_dir(&file).is_err());
+    let link = base.path().join("link");
+    std::os::unix::fs::symlink(&d, &link).unwrap();
+    assert!(matches!(
+        ensure_private_dir(&link),
+        Err(Error::InsecurePath { .. })
+    ));
+    // Owned by someone else (root-owned /tmp when we are not root, or vice versa).
+    if kernelgate_zmq_is_root() {
+        let other = base.path().join("other");
+        fs::create_dir(&other).unwrap();
+        std::os::unix::fs::chown(&other, Some(65534), None).unwrap();
+        assert!(matches!(
+            ensure_private_dir(&other),
+            Err(Error::InsecurePath { .. })
+        ));
+    }
+}
+
+fn kernelgate_zmq_is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn runtime_dir_follows_jupyter_core() {
+    // One test mutates the environment, so all env cases live here, in order.
+    std::env::set_var("JUPYTER_RUNTIME_DIR", "/x/rt");
+    assert_eq!(
+        kernelgate_zmq::files::runtime_dir(),
+        std::path::PathBuf::from("/x/rt")
+    );
+    std::env::remove_var("JUPYTER_RUNTIME_DIR");
+    std::env::set_var("JUPYTER_DATA_DIR", "/x/data");
+    assert_eq!(
+        kernelgate_zmq::files::runtime_dir(),
+        std::path::PathBuf::from("/x/data/runtime")
+    );
+    std::env::remove_var("JUPYTER_DATA_DIR");
+    std::env::set_var("XDG_DATA_HOME", "/x/xdg");
+    assert_eq!(
+        kernelgate_zmq::files::runtime_dir(),
+        std::path::PathBuf::from("/x/xdg/jupyter/runtime")
+    );
+    std::env::remove_var("XDG_DATA_HOME");
+    std::env::set_var("HOME", "/home/u");
+    assert_eq!(
+        kernelgate_zmq::files::runtime_dir(),
+        std::path::PathBuf::from("/home/u/.local/share/jupyter/runtime")
+    );
+}
+
+#[test]
+fn certificates_round_trip_in_pyzmq_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pub_file, sec_file) = create_certificates(dir.path(), "server").unwrap();
+    assert_eq!(pub_file.file_name().unwrap(), "server.key");
+    assert_eq!(sec_file.file_name().unwrap(), "server.key_secret");
+    assert_eq!(mode(&sec_file), 0o600);
+    let (p1, none) = load_certificate(&pub_file).unwrap();
+    assert!(none.is_none());
+    let (p2, secret) = load_certificate(&sec_file).unwrap();
+    assert_eq!(p1, p2);
+    assert_eq!(secret.unwrap().public_key().unwrap(), p1);
+    let text = fs::read_to_string(&pub_file).unwrap();
+    assert!(
+        text.contains("metadata\ncurve\n    public-key = \""),
+        "{text}"
+    );
+    assert!(!text.contains("secret-key"));
+
+    // A file as pyzmq writes it.
+    let (public, secret) = curve_keypair().unwrap();
+    let py = format!(
+        "#   ****  Generated on 2024-01-01 00:00:00.000000 by pyzmq  ****\n\
+         #   ZeroMQ CURVE **Secret** Certificate\n\n\
+         metadata\ncurve\n    public-key = \"{public}\"\n    secret-key = \"{}\"\n",
+        secret.as_z85()
+    );
+    fs::write(dir.path().join("py.key_secret"), py).unwrap();
+    let (p, s) = load_certificate(&dir.path().join("py.key_secret")).unwrap();
+    assert_eq!(p.to_z85(), public);
+    assert_eq!(s.unwrap().as_z85(), secret.as_z85());
+
+    // Directory load: only *.key files; junk skipped.
+    let (cp, cs) = curve_keypair().unwrap();
+    let client = PublicKey::from_z85(&cp).unwrap();
+    let wrong = curve_keypair().unwrap().1;
+    assert!(write_certificates(dir.path(), "client", &client, &wrong, &[]).is_err());
+    assert!(write_certificates(dir.path(), "../evil", &client, &cs, &[]).is_err());
+    write_certificates(dir.path(), "client", &client, &cs, &[("name", "c")]).unwrap();
+    fs::write(
+        dir.path().join("junk.key"),
+        "curve\n    public-key = \"short\"\n",
+    )
+    .unwrap();
+    let keys = load_public_keys_from_dir(dir.path()).unwrap();
+    assert!(keys.contains(&p1) && keys.contains(&client));
+    assert_eq!(keys.len(), 2);
+}
