@@ -8,7 +8,8 @@ use serde_json::Value;
 
 /// The workspace root (this crate lives in `<root>/crates/bench`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// A Python interpreter that can import jupyter_client.

@@ -69,8 +69,8 @@ impl Report {
         } else {
             if !self.printed_header {
                 println!(
-                    "{:<44} {:>22} {:>14} {:>9}  {}",
-                    "case", "peer msg/s", "ours msg/s", "ratio", "target"
+                    "{:<44} {:>22} {:>14} {:>9}  target",
+                    "case", "peer msg/s", "ours msg/s", "ratio"
                 );
                 self.printed_header = true;
             }

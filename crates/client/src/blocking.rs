@@ -74,12 +74,14 @@ impl BlockingKernelClient {
         options: &ExecuteOptions,
         handler: &mut (dyn OutputHandler + Send),
     ) -> Result<ExecuteOutcome> {
-        self.rt.block_on(self.client.execute(code, options, handler))
+        self.rt
+            .block_on(self.client.execute(code, options, handler))
     }
 
     /// [`KernelClient::request`].
     pub fn request(&mut self, channel: Channel, msg_type: &str, content: Value) -> Result<Message> {
-        self.rt.block_on(self.client.request(channel, msg_type, content))
+        self.rt
+            .block_on(self.client.request(channel, msg_type, content))
     }
 
     /// [`KernelClient::send`].
@@ -88,8 +90,14 @@ impl BlockingKernelClient {
     }
 
     /// [`KernelClient::wait_reply`].
-    pub fn wait_reply(&mut self, channel: Channel, msg_id: &str, timeout: Duration) -> Result<Message> {
-        self.rt.block_on(self.client.wait_reply(channel, msg_id, timeout))
+    pub fn wait_reply(
+        &mut self,
+        channel: Channel,
+        msg_id: &str,
+        timeout: Duration,
+    ) -> Result<Message> {
+        self.rt
+            .block_on(self.client.wait_reply(channel, msg_id, timeout))
     }
 
     blocking! {

@@ -11,7 +11,9 @@ use kernelgate_wire::content::{
     InterruptRequest, IsCompleteReply, IsCompleteRequest, KernelInfoReply, KernelInfoRequest,
     ShutdownReply, ShutdownRequest,
 };
-use kernelgate_wire::{Channel, ConnectionInfo, ErrorKind, Limits, Message, ReplayConfig, Session, SessionConfig};
+use kernelgate_wire::{
+    Channel, ConnectionInfo, ErrorKind, Limits, Message, ReplayConfig, Session, SessionConfig,
+};
 use kernelgate_zmq::{AsyncSocket, Context, SocketType};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -53,7 +55,10 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             timeout: DEFAULT_TIMEOUT,
-            username: std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "username".into()),
+            username: std::env::var("USER")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "username".into()),
             session_id: None,
             limits: Limits::default(),
             replay: Some(ReplayConfig::default()),
@@ -79,7 +84,8 @@ impl Rejections {
 /// A far-future instant for "no deadline" (Duration::MAX would overflow).
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// Receives one message on `socket` and verifies it. `Ok(None)`: a message was dropped
@@ -93,7 +99,12 @@ async fn recv_verified(
     let frames = match socket.recv_multipart().await {
         Ok(f) => f,
         Err(kernelgate_zmq::Error::TooLarge { frames, bytes, .. }) => {
-            tracing::warn!(channel = channel.name(), frames, bytes, "dropped oversized message");
+            tracing::warn!(
+                channel = channel.name(),
+                frames,
+                bytes,
+                "dropped oversized message"
+            );
             rejections.record(ErrorKind::TooLarge);
             return Ok(None);
         }
@@ -103,8 +114,12 @@ async fn recv_verified(
         Ok(msg) => Ok(Some(msg.into_inner())),
         Err(e) => {
             // The error text holds kinds, lengths and field names only: never key material.
-            tracing::warn!(channel = channel.name(), code = e.code(), detail = e.detail(),
-                "dropped a message that failed verification");
+            tracing::warn!(
+                channel = channel.name(),
+                code = e.code(),
+                detail = e.detail(),
+                "dropped a message that failed verification"
+            );
             rejections.record(e.kind());
             Ok(None)
         }
@@ -156,14 +171,21 @@ impl KernelClient {
     }
 
     /// Connects using an existing ZeroMQ context (must be called inside a tokio runtime).
-    pub fn connect_with_context(info: ConnectionInfo, config: ClientConfig, ctx: Context) -> Result<KernelClient> {
+    pub fn connect_with_context(
+        info: ConnectionInfo,
+        config: ClientConfig,
+        ctx: Context,
+    ) -> Result<KernelClient> {
         info.validate_for_connect()?;
         let signer = info.signer(config.allow_unauthenticated)?;
         if info.key.is_empty() {
             tracing::warn!("connection has an empty key: messages are neither signed nor verified");
         }
         let session_config = SessionConfig {
-            session_id: config.session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            session_id: config
+                .session_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             username: config.username.clone(),
             limits: config.limits,
             replay: config.replay,
@@ -223,7 +245,11 @@ impl KernelClient {
 
     /// How many incoming messages were dropped because they failed verification.
     pub fn rejected_count(&self) -> u64 {
-        self.rejections.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.rejections
+            .0
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Dropped incoming messages by kind of failure (kinds with a zero count omitted).
@@ -250,30 +276,80 @@ impl KernelClient {
 
     /// Signs and sends `msg` on `channel` (shell, control or stdin); returns its msg_id.
     pub async fn send(&mut self, channel: Channel, msg: Message) -> Result<String> {
+        self.send_within(channel, msg, self.config.timeout).await
+    }
+
+    /// [`KernelClient::send`] with a deadline (a DEALER with no live connection, e.g. after a
+    /// failed CURVE handshake, does not accept messages).
+    async fn send_within(
+        &mut self,
+        channel: Channel,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<String> {
         let frames = self.session.encode(&msg)?;
-        let timeout = self.config.timeout;
         let socket = self.socket(channel)?;
         tokio::time::timeout(timeout, socket.send_multipart(&frames))
             .await
-            .map_err(|_| Error::timeout(format!("sending {} on {}", msg.msg_type(), channel.name()), timeout))??;
+            .map_err(|_| {
+                Error::timeout(
+                    format!("sending {} on {}", msg.msg_type(), channel.name()),
+                    timeout,
+                )
+            })??;
         Ok(msg.header.msg_id)
     }
 
     /// Builds, signs and sends a request with `content`; returns its msg_id.
-    pub async fn send_request<C: Serialize>(&mut self, channel: Channel, msg_type: &str, content: &C) -> Result<String> {
+    pub async fn send_request<C: Serialize>(
+        &mut self,
+        channel: Channel,
+        msg_type: &str,
+        content: &C,
+    ) -> Result<String> {
+        self.send_request_within(channel, msg_type, content, self.config.timeout)
+            .await
+    }
+
+    async fn send_request_within<C: Serialize>(
+        &mut self,
+        channel: Channel,
+        msg_type: &str,
+        content: &C,
+        timeout: Duration,
+    ) -> Result<String> {
         let msg = self.session.message(msg_type, content, None)?;
-        self.send(channel, msg).await
+        self.send_within(channel, msg, timeout).await
     }
 
     /// Waits up to `timeout` for the reply to `msg_id` on `channel` (shell or control). Replies
     /// to other requests are dropped.
-    pub async fn wait_reply(&mut self, channel: Channel, msg_id: &str, timeout: Duration) -> Result<Message> {
+    pub async fn wait_reply(
+        &mut self,
+        channel: Channel,
+        msg_id: &str,
+        timeout: Duration,
+    ) -> Result<Message> {
         if !matches!(channel, Channel::Shell | Channel::Control) {
-            return Err(Error::InvalidArgument(format!("no replies on the {} channel", channel.name())));
+            return Err(Error::InvalidArgument(format!(
+                "no replies on the {} channel",
+                channel.name()
+            )));
         }
         let deadline = deadline_after(timeout);
-        let Self { shell, control, session, rejections, dead, .. } = self;
-        let socket = if channel == Channel::Shell { shell } else { control };
+        let Self {
+            shell,
+            control,
+            session,
+            rejections,
+            dead,
+            ..
+        } = self;
+        let socket = if channel == Channel::Shell {
+            shell
+        } else {
+            control
+        };
         loop {
             tokio::select! {
                 r = recv_verified(socket, session, rejections, channel) => {
@@ -292,13 +368,23 @@ impl KernelClient {
     }
 
     /// Sends a request and returns the reply message, within the default deadline.
-    pub async fn request(&mut self, channel: Channel, msg_type: &str, content: Value) -> Result<Message> {
+    pub async fn request(
+        &mut self,
+        channel: Channel,
+        msg_type: &str,
+        content: Value,
+    ) -> Result<Message> {
         let id = self.send_request(channel, msg_type, &content).await?;
         self.wait_reply(channel, &id, self.config.timeout).await
     }
 
     /// A request whose reply is decoded as `R`; `aborted` and `error` replies become errors.
-    async fn typed<C: Serialize, R: DeserializeOwned>(&mut self, channel: Channel, msg_type: &str, content: &C) -> Result<R> {
+    async fn typed<C: Serialize, R: DeserializeOwned>(
+        &mut self,
+        channel: Channel,
+        msg_type: &str,
+        content: &C,
+    ) -> Result<R> {
         let id = self.send_request(channel, msg_type, content).await?;
         let reply = self.wait_reply(channel, &id, self.config.timeout).await?;
         check_status(&reply)?;
@@ -307,55 +393,99 @@ impl KernelClient {
 
     /// `kernel_info_request`.
     pub async fn kernel_info(&mut self) -> Result<KernelInfoReply> {
-        self.typed(Channel::Shell, KernelInfoRequest::MSG_TYPE, &KernelInfoRequest::default()).await
+        self.typed(
+            Channel::Shell,
+            KernelInfoRequest::MSG_TYPE,
+            &KernelInfoRequest::default(),
+        )
+        .await
     }
 
     /// `complete_request` at `cursor_pos` (unicode code points).
     pub async fn complete(&mut self, code: &str, cursor_pos: usize) -> Result<CompleteReply> {
-        let req = CompleteRequest { code: code.into(), cursor_pos, extra: Map::new() };
-        self.typed(Channel::Shell, CompleteRequest::MSG_TYPE, &req).await
+        let req = CompleteRequest {
+            code: code.into(),
+            cursor_pos,
+            extra: Map::new(),
+        };
+        self.typed(Channel::Shell, CompleteRequest::MSG_TYPE, &req)
+            .await
     }
 
     /// `inspect_request` at `cursor_pos` with `detail_level` 0 or 1.
-    pub async fn inspect(&mut self, code: &str, cursor_pos: usize, detail_level: u8) -> Result<InspectReply> {
-        let req = InspectRequest { code: code.into(), cursor_pos, detail_level, extra: Map::new() };
-        self.typed(Channel::Shell, InspectRequest::MSG_TYPE, &req).await
+    pub async fn inspect(
+        &mut self,
+        code: &str,
+        cursor_pos: usize,
+        detail_level: u8,
+    ) -> Result<InspectReply> {
+        let req = InspectRequest {
+            code: code.into(),
+            cursor_pos,
+            detail_level,
+            extra: Map::new(),
+        };
+        self.typed(Channel::Shell, InspectRequest::MSG_TYPE, &req)
+            .await
     }
 
     /// `is_complete_request`.
     pub async fn is_complete(&mut self, code: &str) -> Result<IsCompleteReply> {
-        let req = IsCompleteRequest { code: code.into(), extra: Map::new() };
-        self.typed(Channel::Shell, IsCompleteRequest::MSG_TYPE, &req).await
+        let req = IsCompleteRequest {
+            code: code.into(),
+            extra: Map::new(),
+        };
+        self.typed(Channel::Shell, IsCompleteRequest::MSG_TYPE, &req)
+            .await
     }
 
     /// `history_request`.
     pub async fn history(&mut self, request: &HistoryRequest) -> Result<HistoryReply> {
-        self.typed(Channel::Shell, HistoryRequest::MSG_TYPE, request).await
+        self.typed(Channel::Shell, HistoryRequest::MSG_TYPE, request)
+            .await
     }
 
     /// `comm_info_request`, optionally for one target.
     pub async fn comm_info(&mut self, target_name: Option<&str>) -> Result<CommInfoReply> {
-        let req = CommInfoRequest { target_name: target_name.map(str::to_owned), extra: Map::new() };
-        self.typed(Channel::Shell, CommInfoRequest::MSG_TYPE, &req).await
+        let req = CommInfoRequest {
+            target_name: target_name.map(str::to_owned),
+            extra: Map::new(),
+        };
+        self.typed(Channel::Shell, CommInfoRequest::MSG_TYPE, &req)
+            .await
     }
 
     /// `shutdown_request` on control.
     pub async fn shutdown(&mut self, restart: bool) -> Result<ShutdownReply> {
-        let req = ShutdownRequest { restart, extra: Map::new() };
-        self.typed(Channel::Control, ShutdownRequest::MSG_TYPE, &req).await
+        let req = ShutdownRequest {
+            restart,
+            extra: Map::new(),
+        };
+        self.typed(Channel::Control, ShutdownRequest::MSG_TYPE, &req)
+            .await
     }
 
     /// `interrupt_request` on control (for kernels whose interrupt mode is `message`; ipykernel
     /// also honours it by signalling itself).
     pub async fn interrupt_request(&mut self) -> Result<InterruptReply> {
-        self.typed(Channel::Control, InterruptRequest::MSG_TYPE, &InterruptRequest::default()).await
+        self.typed(
+            Channel::Control,
+            InterruptRequest::MSG_TYPE,
+            &InterruptRequest::default(),
+        )
+        .await
     }
 
     /// Sends an `input_reply` with `value`, answering the last `input_request` seen.
     pub async fn send_input(&mut self, value: &str) -> Result<()> {
-        let reply = InputReply { value: value.into(), extra: Map::new() };
+        let reply = InputReply {
+            value: value.into(),
+            extra: Map::new(),
+        };
         let parent = self.last_input_request.take();
-        let mut msg = self.session.message(InputReply::MSG_TYPE, &reply, parent.as_ref())?;
+        let mut msg = self
+            .session
+            .message(InputReply::MSG_TYPE, &reply, parent.as_ref())?;
         msg.identities.clear();
         self.send(Channel::Stdin, msg).await.map(drop)
     }
@@ -370,13 +500,28 @@ impl KernelClient {
         handler: &mut (dyn OutputHandler + Send),
     ) -> Result<ExecuteOutcome> {
         let timeout = options.timeout.unwrap_or(self.config.timeout);
-        let msg_id = self.send_request(Channel::Shell, "execute_request", &options.request(code)).await?;
         let deadline = deadline_after(timeout);
+        let msg_id = self
+            .send_request_within(
+                Channel::Shell,
+                "execute_request",
+                &options.request(code),
+                timeout,
+            )
+            .await?;
         let mut reply: Option<Message> = None;
         let mut idle = false;
         let mut outputs = Vec::new();
         while reply.is_none() || !idle {
-            let Self { shell, stdin, iopub, session, rejections, dead, .. } = self;
+            let Self {
+                shell,
+                stdin,
+                iopub,
+                session,
+                rejections,
+                dead,
+                ..
+            } = self;
             let event = tokio::select! {
                 r = recv_verified(shell, session, rejections, Channel::Shell) => (Channel::Shell, r?),
                 r = recv_verified(iopub, session, rejections, Channel::IoPub) => (Channel::IoPub, r?),
@@ -387,13 +532,19 @@ impl KernelClient {
                 }
                 () = died(dead.as_mut()) => return Err(Error::KernelDied),
             };
-            let (channel, Some(msg)) = event else { continue };
+            let (channel, Some(msg)) = event else {
+                continue;
+            };
             let ours = msg.parent_msg_id() == msg_id;
             match channel {
                 Channel::Shell if ours && msg.msg_type() == "execute_reply" => reply = Some(msg),
-                Channel::Shell => tracing::debug!(msg_type = msg.msg_type(), "dropped a reply to another request"),
+                Channel::Shell => tracing::debug!(
+                    msg_type = msg.msg_type(),
+                    "dropped a reply to another request"
+                ),
                 Channel::IoPub if ours && msg.msg_type() == "status" => {
-                    idle |= msg.content.get("execution_state").and_then(Value::as_str) == Some("idle");
+                    idle |=
+                        msg.content.get("execution_state").and_then(Value::as_str) == Some("idle");
                 }
                 Channel::IoPub if ours => {
                     handler.on_iopub(&msg);
@@ -402,7 +553,9 @@ impl KernelClient {
                 Channel::IoPub => self.keep_iopub(msg),
                 Channel::Stdin if msg.msg_type() == InputRequest::MSG_TYPE => {
                     let req: InputRequest = msg.content_as()?;
-                    let value = handler.on_input_request(&req.prompt, req.password).unwrap_or_default();
+                    let value = handler
+                        .on_input_request(&req.prompt, req.password)
+                        .unwrap_or_default();
                     self.last_input_request = Some(msg);
                     self.send_input(&value).await?;
                 }
@@ -412,7 +565,11 @@ impl KernelClient {
         let reply_message = reply.ok_or_else(|| Error::timeout("the execute_reply", timeout))?;
         check_status(&reply_message)?;
         let reply: ExecuteReply = reply_message.content_as()?;
-        Ok(ExecuteOutcome { reply, reply_message, outputs })
+        Ok(ExecuteOutcome {
+            reply,
+            reply_message,
+            outputs,
+        })
     }
 
     fn keep_iopub(&mut self, msg: Message) {
@@ -431,7 +588,13 @@ impl KernelClient {
             return Ok(m);
         }
         let deadline = deadline_after(timeout);
-        let Self { iopub, session, rejections, dead, .. } = self;
+        let Self {
+            iopub,
+            session,
+            rejections,
+            dead,
+            ..
+        } = self;
         loop {
             tokio::select! {
                 r = recv_verified(iopub, session, rejections, Channel::IoPub) => {
@@ -450,7 +613,12 @@ impl KernelClient {
     pub async fn recv_input_request(&mut self, timeout: Duration) -> Result<Message> {
         let deadline = deadline_after(timeout);
         loop {
-            let Self { stdin, session, rejections, .. } = self;
+            let Self {
+                stdin,
+                session,
+                rejections,
+                ..
+            } = self;
             let msg = tokio::select! {
                 r = recv_verified(stdin, session, rejections, Channel::Stdin) => r?,
                 () = tokio::time::sleep_until(deadline) => return Err(Error::timeout("an input_request", timeout)),
@@ -484,8 +652,26 @@ impl KernelClient {
             if remaining.is_zero() {
                 return Err(Error::timeout("the kernel to become ready", timeout));
             }
-            let id = self.send_request(Channel::Shell, KernelInfoRequest::MSG_TYPE, &KernelInfoRequest::default()).await?;
-            match self.wait_reply(Channel::Shell, &id, remaining.min(Duration::from_secs(1))).await {
+            let request = KernelInfoRequest::default();
+            let id = match self
+                .send_request_within(
+                    Channel::Shell,
+                    KernelInfoRequest::MSG_TYPE,
+                    &request,
+                    remaining,
+                )
+                .await
+            {
+                Ok(id) => id,
+                Err(e) if e.is_timeout() => {
+                    return Err(Error::timeout("the kernel to become ready", timeout))
+                }
+                Err(e) => return Err(e),
+            };
+            match self
+                .wait_reply(Channel::Shell, &id, remaining.min(Duration::from_secs(1)))
+                .await
+            {
                 Ok(reply) => match self.recv_iopub(Duration::from_millis(200)).await {
                     Ok(_) => {
                         check_status(&reply)?;
@@ -515,13 +701,21 @@ impl KernelClient {
 
     async fn ping(&mut self, timeout: Duration) -> Result<bool> {
         if self.hb.is_none() {
-            let socket = client_socket(&self.ctx, SocketType::Req, &self.info.endpoint(Channel::Heartbeat), self.curve.as_ref(), None)?;
+            let socket = client_socket(
+                &self.ctx,
+                SocketType::Req,
+                &self.info.endpoint(Channel::Heartbeat),
+                self.curve.as_ref(),
+                None,
+            )?;
             socket.set_linger(Some(Duration::ZERO))?;
             self.hb = Some(AsyncSocket::new(socket)?);
         }
         self.hb_count += 1;
         let payload = format!("ping {}", self.hb_count).into_bytes();
-        let Some(hb) = self.hb.as_mut() else { return Ok(false) };
+        let Some(hb) = self.hb.as_mut() else {
+            return Ok(false);
+        };
         let exchange = async {
             hb.send_multipart(&[&payload]).await?;
             hb.recv_multipart().await
@@ -573,14 +767,43 @@ impl KernelClient {
 
 /// `aborted` and (for non-execute replies) `error` statuses as errors.
 fn check_status(reply: &Message) -> Result<()> {
-    let field = |name: &str| reply.content.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let field = |name: &str| {
+        reply
+            .content
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     match reply.content.get("status").and_then(Value::as_str) {
-        Some("aborted") => Err(Error::Aborted { msg_type: reply.msg_type().to_owned() }),
+        Some("aborted") => Err(Error::Aborted {
+            msg_type: reply.msg_type().to_owned(),
+        }),
         Some("error") if reply.msg_type() != "execute_reply" => Err(Error::Reply {
             msg_type: reply.msg_type().to_owned(),
             ename: field("ename"),
             evalue: field("evalue"),
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: T) {}
+
+    /// The async API can be driven from `tokio::spawn` (compile-time check only).
+    #[allow(dead_code)]
+    fn futures_are_send(c: &mut KernelClient) {
+        is_send(c.execute("", &ExecuteOptions::default(), &mut ()));
+        is_send(c.wait_for_ready(DEFAULT_TIMEOUT));
+        is_send(c.heartbeat_ok(DEFAULT_TIMEOUT));
+    }
+
+    #[test]
+    fn no_deadline_does_not_overflow() {
+        let _ = deadline_after(Duration::MAX);
     }
 }

@@ -31,7 +31,10 @@ pub(crate) struct CurveKeys {
 
 impl CurveKeys {
     /// `None` when the kernel does not use CURVE.
-    pub(crate) fn resolve(info: &ConnectionInfo, identity: &CurveIdentity) -> Result<Option<CurveKeys>> {
+    pub(crate) fn resolve(
+        info: &ConnectionInfo,
+        identity: &CurveIdentity,
+    ) -> Result<Option<CurveKeys>> {
         let Some(server) = &info.curve_publickey else {
             return Ok(None);
         };
@@ -39,7 +42,11 @@ impl CurveKeys {
         let secret = match identity {
             CurveIdentity::Secret(s) => s.clone(),
             CurveIdentity::Auto if info.curve_secretkey.is_some() => {
-                let text = info.curve_secretkey.as_ref().map(|k| k.expose()).unwrap_or_default();
+                let text = info
+                    .curve_secretkey
+                    .as_ref()
+                    .map(|k| k.expose())
+                    .unwrap_or_default();
                 let text = std::str::from_utf8(text).map_err(|_| {
                     Error::InvalidArgument("curve_secretkey is not Z85 text".into())
                 })?;
@@ -48,7 +55,11 @@ impl CurveKeys {
             CurveIdentity::Auto | CurveIdentity::Generated => kernelgate_zmq::curve_keypair()?.1,
         };
         let public = secret.public_key()?;
-        Ok(Some(CurveKeys { server, public, secret }))
+        Ok(Some(CurveKeys {
+            server,
+            public,
+            secret,
+        }))
     }
 }
 
@@ -107,7 +118,9 @@ pub fn find_connection_file_in(name_or_path: &str, dirs: &[PathBuf]) -> Result<P
                 }
             }
         }
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         let newest = entries
             .filter_map(|e| e.ok())
             .filter(|e| {
@@ -130,7 +143,10 @@ pub fn find_connection_file_in(name_or_path: &str, dirs: &[PathBuf]) -> Result<P
 
 /// Reads and parses a connection file.
 pub(crate) fn read_connection_file(path: &Path) -> Result<ConnectionInfo> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(ConnectionInfo::from_json(&bytes)?)
 }
 
@@ -140,21 +156,47 @@ mod tests {
 
     #[test]
     fn resolves_names_like_jupyter() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| Error::Io { path: "tmp".into(), source })?;
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: "tmp".into(),
+            source,
+        })?;
         let d = dir.path().to_path_buf();
-        let write = |name: &str| std::fs::write(d.join(name), b"{}").map_err(|source| Error::Io { path: name.into(), source });
+        let write = |name: &str| {
+            std::fs::write(d.join(name), b"{}").map_err(|source| Error::Io {
+                path: name.into(),
+                source,
+            })
+        };
         write("kernel-abc123.json")?;
         std::thread::sleep(std::time::Duration::from_millis(20));
         write("kernel-abd999.json")?;
         let dirs = [d.clone()];
-        assert_eq!(find_connection_file_in("kernel-abc123.json", &dirs)?, d.join("kernel-abc123.json"));
-        assert_eq!(find_connection_file_in("kernel-abc123", &dirs)?, d.join("kernel-abc123.json"));
-        assert_eq!(find_connection_file_in("abc123", &dirs)?, d.join("kernel-abc123.json"));
-        assert_eq!(find_connection_file_in("ab", &dirs)?, d.join("kernel-abd999.json"));
-        assert_eq!(find_connection_file_in("", &dirs)?, d.join("kernel-abd999.json"));
+        assert_eq!(
+            find_connection_file_in("kernel-abc123.json", &dirs)?,
+            d.join("kernel-abc123.json")
+        );
+        assert_eq!(
+            find_connection_file_in("kernel-abc123", &dirs)?,
+            d.join("kernel-abc123.json")
+        );
+        assert_eq!(
+            find_connection_file_in("abc123", &dirs)?,
+            d.join("kernel-abc123.json")
+        );
+        assert_eq!(
+            find_connection_file_in("ab", &dirs)?,
+            d.join("kernel-abd999.json")
+        );
+        assert_eq!(
+            find_connection_file_in("", &dirs)?,
+            d.join("kernel-abd999.json")
+        );
         let full = d.join("kernel-abc123.json");
         assert_eq!(find_connection_file_in(&full.to_string_lossy(), &[])?, full);
-        assert!(matches!(find_connection_file_in("zzz", &dirs), Err(Error::ConnectionFileNotFound(_))));
+        assert!(matches!(
+            find_connection_file_in("zzz", &dirs),
+            Err(Error::ConnectionFileNotFound(_))
+        ));
         Ok(())
     }
 }

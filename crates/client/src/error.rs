@@ -56,7 +56,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn timeout(waiting_for: impl Into<String>, after: Duration) -> Error {
-        Error::Timeout { waiting_for: waiting_for.into(), after }
+        Error::Timeout {
+            waiting_for: waiting_for.into(),
+            after,
+        }
     }
 
     /// True for [`Error::Timeout`].
@@ -75,7 +78,11 @@ impl fmt::Display for Error {
             Error::Protocol(e) => write!(f, "protocol: {e}"),
             Error::KernelDied => f.write_str("the kernel stopped answering heartbeats"),
             Error::Aborted { msg_type } => write!(f, "{msg_type}: request aborted by the kernel"),
-            Error::Reply { msg_type, ename, evalue } => write!(f, "{msg_type}: {ename}: {evalue}"),
+            Error::Reply {
+                msg_type,
+                ename,
+                evalue,
+            } => write!(f, "{msg_type}: {ename}: {evalue}"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::ConnectionFileNotFound(what) => write!(f, "no connection file matches {what:?}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),

@@ -87,7 +87,10 @@ impl ExecuteOutcome {
     pub fn stream(&self, name: &str) -> String {
         self.outputs
             .iter()
-            .filter(|m| m.msg_type() == "stream" && m.content.get("name").and_then(Value::as_str) == Some(name))
+            .filter(|m| {
+                m.msg_type() == "stream"
+                    && m.content.get("name").and_then(Value::as_str) == Some(name)
+            })
             .filter_map(|m| m.content.get("text").and_then(Value::as_str))
             .collect()
     }
@@ -109,11 +112,16 @@ impl ExecuteOutcome {
 
     /// The `text/plain` form of the `execute_result`, if any.
     pub fn result_text(&self) -> Option<String> {
-        self.result()?.get("text/plain")?.as_str().map(str::to_owned)
+        self.result()?
+            .get("text/plain")?
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// Outputs of one message type.
     pub fn of_type<'a>(&'a self, msg_type: &'a str) -> impl Iterator<Item = &'a Message> + 'a {
-        self.outputs.iter().filter(move |m| m.msg_type() == msg_type)
+        self.outputs
+            .iter()
+            .filter(move |m| m.msg_type() == msg_type)
     }
 }

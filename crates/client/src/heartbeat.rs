@@ -53,42 +53,50 @@ impl HeartbeatMonitor {
     ) -> std::io::Result<(HeartbeatMonitor, watch::Receiver<bool>)> {
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (dead_tx, dead_rx) = watch::channel(false);
-        std::thread::Builder::new().name("kernelgate-hb".into()).spawn(move || {
-            let mut socket: Option<Socket> = None;
-            let mut failures = 0u32;
-            let mut n = 0u64;
-            loop {
-                match stop_rx.recv_timeout(config.interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
+        std::thread::Builder::new()
+            .name("kernelgate-hb".into())
+            .spawn(move || {
+                let mut socket: Option<Socket> = None;
+                let mut failures = 0u32;
+                let mut n = 0u64;
+                loop {
+                    match stop_rx.recv_timeout(config.interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    if socket.is_none() {
+                        socket =
+                            client_socket(&ctx, SocketType::Req, &endpoint, curve.as_ref(), None)
+                                .and_then(|s| {
+                                    s.set_rcvtimeo(Some(config.timeout))?;
+                                    s.set_sndtimeo(Some(config.timeout))?;
+                                    s.set_linger(Some(Duration::ZERO))?;
+                                    Ok(s)
+                                })
+                                .ok();
+                    }
+                    n += 1;
+                    let ok = socket
+                        .as_ref()
+                        .is_some_and(|s| ping_blocking(s, format!("ping {n}").as_bytes()));
+                    if ok {
+                        failures = 0;
+                        continue;
+                    }
+                    // A REQ socket that missed its reply cannot send again: start over.
+                    socket = None;
+                    failures += 1;
+                    tracing::debug!(failures, "heartbeat ping failed");
+                    if failures >= config.max_failures.max(1) {
+                        tracing::warn!(
+                            failures,
+                            "kernel heartbeat lost; declaring the kernel dead"
+                        );
+                        let _ = dead_tx.send(true);
+                        return;
+                    }
                 }
-                if socket.is_none() {
-                    socket = client_socket(&ctx, SocketType::Req, &endpoint, curve.as_ref(), None)
-                        .and_then(|s| {
-                            s.set_rcvtimeo(Some(config.timeout))?;
-                            s.set_sndtimeo(Some(config.timeout))?;
-                            s.set_linger(Some(Duration::ZERO))?;
-                            Ok(s)
-                        })
-                        .ok();
-                }
-                n += 1;
-                let ok = socket.as_ref().is_some_and(|s| ping_blocking(s, format!("ping {n}").as_bytes()));
-                if ok {
-                    failures = 0;
-                    continue;
-                }
-                // A REQ socket that missed its reply cannot send again: start over.
-                socket = None;
-                failures += 1;
-                tracing::debug!(failures, "heartbeat ping failed");
-                if failures >= config.max_failures.max(1) {
-                    tracing::warn!(failures, "kernel heartbeat lost; declaring the kernel dead");
-                    let _ = dead_tx.send(true);
-                    return;
-                }
-            }
-        })?;
+            })?;
         Ok((HeartbeatMonitor { _stop: stop_tx }, dead_rx))
     }
 }

@@ -60,6 +60,17 @@ impl History {
                     .filter(|e| glob_match(&pattern, &e.1))
                     .map(|e| Self::entry(session, e, out))
                     .collect();
+                if req.unique == Some(true) {
+                    // Keep the last occurrence of each input, in order.
+                    let mut seen = std::collections::HashSet::new();
+                    let mut unique: Vec<Value> = hits
+                        .into_iter()
+                        .rev()
+                        .filter(|h| seen.insert(h.get(2).map(|v| v.to_string()).unwrap_or_default()))
+                        .collect();
+                    unique.reverse();
+                    hits = unique;
+                }
                 let skip = hits.len().saturating_sub(n);
                 hits.drain(..skip);
                 hits

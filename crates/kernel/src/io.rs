@@ -184,7 +184,12 @@ impl ExecContext {
                 }
             };
             match self.session.receive(frames) {
-                Ok(reply) if reply.msg_type() == InputReply::MSG_TYPE && reply.parent_msg_id() == msg.header.msg_id => {
+                // jupyter_client sends input_reply without a parent header; accept that, but not
+                // a reply to some other prompt.
+                Ok(reply)
+                    if reply.msg_type() == InputReply::MSG_TYPE
+                        && (reply.parent_header.is_none() || reply.parent_msg_id() == msg.header.msg_id) =>
+                {
                     let value = reply.content.get("value").and_then(Value::as_str).unwrap_or("");
                     return Ok(value.to_owned());
                 }

@@ -235,6 +235,7 @@ impl BoundKernel {
             info,
             execution_count: 0,
             history: History::new(self.history_entries),
+            queued: Vec::new(),
         };
         shell.run(&mut kernel);
         flags.request_shutdown();
@@ -395,6 +396,8 @@ struct ShellLoop {
     info: KernelInfo,
     execution_count: i64,
     history: History,
+    /// Requests taken off the queue by a failed cell, to be aborted or served next.
+    queued: Vec<Message>,
 }
 
 impl ShellLoop {
@@ -555,6 +558,12 @@ impl ShellLoop {
                     &json!({ "ename": ename, "evalue": evalue, "traceback": traceback }),
                     Some(msg),
                 );
+                if req.stop_on_error {
+                    // Take what was queued while this cell ran BEFORE replying: those requests
+                    // were sent without knowing of the error and are aborted; anything sent
+                    // after the client saw the error reply runs normally.
+                    self.queued = self.drain_queue();
+                }
                 let reply = json!({
                     "status": "error", "execution_count": count, "ename": ename, "evalue": evalue,
                     "traceback": traceback, "user_expressions": {}, "payload": [],
@@ -565,9 +574,7 @@ impl ShellLoop {
         }
     }
 
-    /// After an error with stop_on_error, execute requests already queued are answered
-    /// `aborted` (as ipykernel does); other queued requests are served normally.
-    fn abort_queued<K: Kernel>(&mut self, kernel: &mut K) {
+    fn drain_queue(&self) -> Vec<Message> {
         let mut queued = Vec::new();
         while let Ok(frames) = self.socket.recv_multipart(true) {
             match self.session.receive(frames) {
@@ -575,7 +582,13 @@ impl ShellLoop {
                 Err(e) => self.rejections.record(Channel::Shell, &e),
             }
         }
-        for msg in queued {
+        queued
+    }
+
+    /// After an error with stop_on_error, the execute requests queued during that cell are
+    /// answered `aborted` (as ipykernel does); other queued requests are served normally.
+    fn abort_queued<K: Kernel>(&mut self, kernel: &mut K) {
+        for msg in std::mem::take(&mut self.queued) {
             self.publisher.status("busy", Some(&msg));
             if msg.msg_type() == "execute_request" {
                 let reply = json!({ "status": "aborted", "execution_count": self.execution_count });

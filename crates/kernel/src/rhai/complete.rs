@@ -8,7 +8,7 @@ use crate::handler::{Completion, MimeBundle};
 
 const KEYWORDS: &[&str] = &[
     "let", "const", "if", "else", "switch", "do", "while", "loop", "until", "for", "in", "break",
-    "continue", "return", "throw", "try", "catch", "fn", "private", "import", "export", "as",
+    "continue", "return", "throw", "try", "catch", "fn", "import", "export", "as",
     "true", "false", "this", "print", "debug", "type_of", "input", "display",
 ];
 

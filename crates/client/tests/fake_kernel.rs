@@ -1,0 +1,130 @@
+//! The client against a scripted kernel written with kernelgate-zmq: forged, stray and replayed
+//! messages are counted and dropped without disturbing the genuine exchange.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::time::Duration;
+
+use kernelgate_client::{BlockingKernelClient, ClientConfig, Error};
+use kernelgate_wire::{
+    Channel, ConnectionInfo, ErrorKind, Key, Session, SessionConfig, Signer, Transport,
+};
+use kernelgate_zmq::{Context, Socket, SocketType};
+use serde_json::json;
+
+fn bind(ctx: &Context, ty: SocketType) -> (Socket, u16) {
+    let s = ctx.socket(ty).unwrap();
+    s.bind("tcp://127.0.0.1:*").unwrap();
+    s.set_rcvtimeo(Some(Duration::from_secs(10))).unwrap();
+    let ep = s.last_endpoint().unwrap();
+    let port = ep.rsplit(':').next().unwrap().parse().unwrap();
+    (s, port)
+}
+
+#[test]
+fn forged_stray_and_replayed_messages_are_dropped() {
+    let ctx = Context::new().unwrap();
+    let mut info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1").unwrap();
+    let (shell, p) = bind(&ctx, SocketType::Router);
+    info.set_port(Channel::Shell, p);
+    let (iopub, p) = bind(&ctx, SocketType::Pub);
+    info.set_port(Channel::IoPub, p);
+    for (ch, ty) in [
+        (Channel::Control, SocketType::Router),
+        (Channel::Stdin, SocketType::Router),
+        (Channel::Heartbeat, SocketType::Rep),
+    ] {
+        let (s, p) = bind(&ctx, ty);
+        info.set_port(ch, p);
+        std::mem::forget(s); // kept open for the test's lifetime
+    }
+    let kernel = Session::new(info.signer(false).unwrap(), SessionConfig::default());
+    let forger = Session::new(
+        Signer::new(info.signature_scheme, &Key::new(*b"not the key")).unwrap(),
+        SessionConfig::default(),
+    );
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let frames = shell.recv_multipart(false).unwrap();
+        let req = kernel.receive(frames).unwrap().into_inner();
+        assert_eq!(req.msg_type(), "kernel_info_request");
+        // The shell routing id is the session id, as jupyter_client sets it.
+        assert_eq!(req.identities, vec![req.header.session.as_bytes().to_vec()]);
+        let content = json!({"status": "ok", "protocol_version": "5.4", "implementation": "fake",
+            "implementation_version": "0", "language_info": {"name": "fake"}});
+        let forged = forger
+            .message("kernel_info_reply", &json!({"status": "ok"}), Some(&req))
+            .unwrap();
+        shell
+            .send_multipart(forger.encode(&forged).unwrap(), false)
+            .unwrap();
+        let mut other = req.clone();
+        other.header.msg_id = "someone-else".into();
+        let stray = kernel
+            .message("kernel_info_reply", &content, Some(&other))
+            .unwrap();
+        shell
+            .send_multipart(kernel.encode(&stray).unwrap(), false)
+            .unwrap();
+        let genuine = kernel
+            .message("kernel_info_reply", &content, Some(&req))
+            .unwrap();
+        shell
+            .send_multipart(kernel.encode(&genuine).unwrap(), false)
+            .unwrap();
+
+        std::thread::sleep(Duration::from_millis(300)); // let the SUB subscription arrive
+        let mut status = kernel
+            .message("status", &json!({"execution_state": "idle"}), None)
+            .unwrap();
+        status.identities = vec![b"kernel.fake.status".to_vec()];
+        let mut bad = forger
+            .message("status", &json!({"execution_state": "busy"}), None)
+            .unwrap();
+        bad.identities = status.identities.clone();
+        let good = kernel.encode(&status).unwrap();
+        iopub
+            .send_multipart(forger.encode(&bad).unwrap(), false)
+            .unwrap();
+        iopub.send_multipart(&good, false).unwrap();
+        iopub.send_multipart(&good, false).unwrap(); // a replay
+        iopub
+            .send_multipart([b"garbage".as_slice()], false)
+            .unwrap();
+        let _ = done_rx.recv_timeout(Duration::from_secs(20)); // keep the sockets open until the client is done
+    });
+
+    let mut client = BlockingKernelClient::connect(
+        info,
+        ClientConfig {
+            timeout: Duration::from_secs(10),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    let reply = client.kernel_info().unwrap();
+    assert_eq!(reply.implementation, "fake");
+    let msg = client.recv_iopub(Duration::from_secs(5)).unwrap();
+    assert_eq!(msg.content["execution_state"], "idle");
+    let err = client.recv_iopub(Duration::from_millis(500)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    let mut kinds = client.inner().rejections();
+    kinds.sort_by_key(|(k, _)| k.index());
+    assert_eq!(
+        kinds,
+        vec![
+            (ErrorKind::BadSignature, 2),
+            (ErrorKind::Replayed, 1),
+            (ErrorKind::MalformedFrames, 1)
+        ]
+    );
+    assert_eq!(client.inner().rejected_count(), 4);
+    done_tx.send(()).unwrap();
+    thread.join().unwrap();
+}

@@ -1,0 +1,84 @@
+//! The HTTP API: routes, the auth + Origin middleware, JSON errors.
+
+pub mod rest;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::{self, AuthOutcome};
+use crate::HostShared;
+
+/// A JSON error like Jupyter Server's: `{"message": ..., "reason": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message (never contains secrets).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        (self.status, Json(json!({ "message": self.message, "reason": reason }))).into_response()
+    }
+}
+
+/// The whole API, behind the token and Origin checks.
+pub fn router(host: Arc<HostShared>) -> Router {
+    Router::new()
+        .route("/api", get(rest::api_version))
+        .route("/api/", get(rest::api_version))
+        .route("/api/status", get(rest::status))
+        .route("/api/kernelspecs", get(rest::kernelspecs))
+        .route("/api/kernelspecs/{name}", get(rest::kernelspec))
+        .route("/kernelspecs/{name}/{resource}", get(rest::kernelspec_resource))
+        .route("/api/kernels", get(rest::list_kernels).post(rest::start_kernel))
+        .route("/api/kernels/{id}", get(rest::get_kernel).delete(rest::delete_kernel))
+        .route("/api/kernels/{id}/interrupt", post(rest::interrupt_kernel))
+        .route("/api/kernels/{id}/restart", post(rest::restart_kernel))
+        .route("/api/kernels/{id}/channels", get(ws::channels))
+        .route("/", get(rest::root))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(middleware::from_fn_with_state(host.clone(), guard))
+        .with_state(host)
+}
+
+/// Every route: the Origin must be allowed, and the token right. Nothing about the token is
+/// logged; refusals are logged with the path only.
+async fn guard(State(host): State<Arc<HostShared>>, req: Request, next: Next) -> Response {
+    let headers: &HeaderMap = req.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !host.config.origins.allows(origin, host_header) {
+        tracing::warn!(path = %req.uri().path(), origin = ?origin, "refused: origin not allowed");
+        return ApiError::new(StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let authz = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match auth::check(&host.token, authz, req.uri().query()) {
+        AuthOutcome::Ok => next.run(req).await,
+        AuthOutcome::Missing => {
+            tracing::warn!(path = %req.uri().path(), "refused: no token");
+            ApiError::new(StatusCode::UNAUTHORIZED, "token required").into_response()
+        }
+        AuthOutcome::Wrong => {
+            tracing::warn!(path = %req.uri().path(), "refused: wrong token");
+            ApiError::new(StatusCode::FORBIDDEN, "invalid token").into_response()
+        }
+    }
+}

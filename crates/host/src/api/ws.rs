@@ -1,0 +1,252 @@
+//! `GET /api/kernels/{id}/channels`: the WebSocket bridge.
+//!
+//! Each connection gets its own shell, control and stdin DEALER sockets (one routing id, so the
+//! kernel's `input_request` comes back to it); IOPub comes from the kernel's one SUB socket,
+//! broadcast to every connection. Client messages are checked, completed and signed by the host
+//! with the kernel's key (the browser never holds it); kernel messages are verified before they
+//! are forwarded. Bad input is logged and dropped; the connection keeps working.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use kernelgate_wire::websocket::V1_SUBPROTOCOL;
+use kernelgate_wire::{Channel, Session};
+use kernelgate_zmq::{AsyncSocket, SocketType};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::ApiError;
+use crate::kernel::{Endpoint, ManagedKernel};
+use crate::wsmsg::{self, Incoming, OutFrame, Protocol};
+use crate::{zmqio, HostShared};
+
+/// Messages kept while the kernel restarts, per connection.
+const PENDING_MAX: usize = 64;
+/// Refused client messages tolerated before the connection is closed.
+const MAX_ERRORS: u32 = 1000;
+
+/// The upgrade handler.
+pub async fn channels(
+    State(host): State<Arc<HostShared>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let kernel = host.registry.get(&id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such kernel"))?;
+    let wants_v1 = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == V1_SUBPROTOCOL);
+    let max = host.config.ws_max_message;
+    let ws = ws.max_message_size(max).max_frame_size(max);
+    let (ws, protocol) = if wants_v1 { (ws.protocols([V1_SUBPROTOCOL]), Protocol::V1) } else { (ws, Protocol::Legacy) };
+    let session_id = q
+        .get("session_id")
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    Ok(ws.on_upgrade(move |socket| async move {
+        Connection::new(host, kernel, protocol, session_id).run(socket).await
+    }))
+}
+
+struct Sockets {
+    generation: u64,
+    session: Session,
+    shell: AsyncSocket,
+    control: AsyncSocket,
+    stdin: AsyncSocket,
+}
+
+impl Sockets {
+    fn open(ep: &Endpoint, routing_id: &[u8]) -> Result<Sockets, String> {
+        let session = zmqio::session_for(&ep.info, "kernelgate-host").map_err(|e| e.to_string())?;
+        let open = |ch| zmqio::open(&ep.ctx, &ep.info, SocketType::Dealer, ch, Some(routing_id)).map_err(|e| e.to_string());
+        Ok(Sockets {
+            generation: ep.generation,
+            session,
+            shell: open(Channel::Shell)?,
+            control: open(Channel::Control)?,
+            stdin: open(Channel::Stdin)?,
+        })
+    }
+
+    async fn recv(&mut self) -> (Channel, Result<Vec<Vec<u8>>, kernelgate_zmq::Error>) {
+        tokio::select! {
+            r = self.shell.recv_multipart() => (Channel::Shell, r),
+            r = self.control.recv_multipart() => (Channel::Control, r),
+            r = self.stdin.recv_multipart() => (Channel::Stdin, r),
+        }
+    }
+}
+
+async fn recv_any(s: &mut Option<Sockets>) -> (Channel, Result<Vec<Vec<u8>>, kernelgate_zmq::Error>) {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Connection {
+    host: Arc<HostShared>,
+    kernel: Arc<ManagedKernel>,
+    protocol: Protocol,
+    session_id: String,
+    routing_id: Vec<u8>,
+    sockets: Option<Sockets>,
+    pending: VecDeque<Incoming>,
+    errors: u32,
+}
+
+impl Connection {
+    fn new(host: Arc<HostShared>, kernel: Arc<ManagedKernel>, protocol: Protocol, session_id: String) -> Connection {
+        Connection {
+            host,
+            kernel,
+            protocol,
+            session_id,
+            routing_id: uuid::Uuid::new_v4().to_string().into_bytes(),
+            sockets: None,
+            pending: VecDeque::new(),
+            errors: 0,
+        }
+    }
+
+    fn reopen(&mut self, ep: Option<Arc<Endpoint>>) {
+        match ep {
+            Some(ep) if self.sockets.as_ref().map(|s| s.generation) != Some(ep.generation) => {
+                match Sockets::open(&ep, &self.routing_id) {
+                    Ok(s) => self.sockets = Some(s),
+                    Err(e) => {
+                        tracing::warn!(kernel = %self.kernel.id, "opening kernel sockets: {e}");
+                        self.sockets = None;
+                    }
+                }
+            }
+            Some(_) => {}
+            None => self.sockets = None,
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        let _guard = self.kernel.connect_guard();
+        let mut endpoint_rx = self.kernel.subscribe_endpoint();
+        let mut iopub_rx = self.kernel.subscribe_iopub();
+        let mut closing = self.host.closing.subscribe();
+        let ep = endpoint_rx.borrow_and_update().clone();
+        self.reopen(ep);
+        tracing::debug!(kernel = %self.kernel.id, protocol = ?self.protocol, "websocket connected");
+        loop {
+            tokio::select! {
+                m = socket.recv() => {
+                    let incoming = match m {
+                        None | Some(Err(_)) => break,
+                        Some(Ok(WsMessage::Text(t))) => wsmsg::decode_text(t.as_str()),
+                        Some(Ok(WsMessage::Binary(b))) => wsmsg::decode_binary(&b, self.protocol),
+                        Some(Ok(WsMessage::Close(_))) => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    match incoming {
+                        Ok(msg) => self.forward(msg).await,
+                        Err(e) => {
+                            self.errors += 1;
+                            tracing::warn!(kernel = %self.kernel.id, "refused a websocket message: {e}");
+                            if self.errors > MAX_ERRORS {
+                                tracing::warn!(kernel = %self.kernel.id, "too many bad messages; closing the websocket");
+                                break;
+                            }
+                        }
+                    }
+                }
+                (channel, r) = recv_any(&mut self.sockets) => {
+                    let frames = match r {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::warn!(kernel = %self.kernel.id, "kernel socket: {e}");
+                            self.sockets = None;
+                            continue;
+                        }
+                    };
+                    let Some(s) = &self.sockets else { continue };
+                    match s.session.receive(frames) {
+                        Ok(msg) => {
+                            self.kernel.touch();
+                            if send(&mut socket, wsmsg::encode(channel, &msg, self.protocol)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => tracing::warn!(kernel = %self.kernel.id, error = %e, "refused a kernel reply"),
+                    }
+                }
+                b = iopub_rx.recv() => {
+                    match b {
+                        Ok(b) => {
+                            if send(&mut socket, wsmsg::encode(b.channel, &b.msg, self.protocol)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(RecvError::Lagged(n)) => tracing::warn!(kernel = %self.kernel.id, "websocket client too slow: {n} iopub messages dropped"),
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+                changed = endpoint_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let ep = endpoint_rx.borrow_and_update().clone();
+                    self.reopen(ep);
+                    while self.sockets.is_some() {
+                        let Some(m) = self.pending.pop_front() else { break };
+                        self.forward(m).await;
+                    }
+                }
+                _ = closing.changed() => break,
+            }
+        }
+        let _ = socket.send(WsMessage::Close(None)).await;
+        tracing::debug!(kernel = %self.kernel.id, "websocket closed");
+    }
+
+    async fn forward(&mut self, mut msg: Incoming) {
+        let Some(s) = &mut self.sockets else {
+            if self.pending.len() < PENDING_MAX {
+                self.pending.push_back(msg);
+            } else {
+                tracing::warn!(kernel = %self.kernel.id, "kernel not running; dropped a client message");
+            }
+            return;
+        };
+        wsmsg::complete_header(&mut msg.header, &self.session_id, chrono::Utc::now(), chrono::Duration::seconds(30));
+        let parts = msg.signed_parts();
+        let [h, p, m, c] = &parts;
+        let frames = match s.session.sign_frames(&[], [h, p, m, c], &msg.buffers) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(kernel = %self.kernel.id, "cannot sign a client message: {e}");
+                return;
+            }
+        };
+        let sock = match msg.channel {
+            Channel::Control => &mut s.control,
+            Channel::Stdin => &mut s.stdin,
+            _ => &mut s.shell,
+        };
+        self.kernel.touch();
+        if let Err(e) = sock.send_multipart(&frames).await {
+            tracing::warn!(kernel = %self.kernel.id, "sending to the kernel: {e}");
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: OutFrame) -> Result<(), axum::Error> {
+    match frame {
+        OutFrame::Text(t) => socket.send(WsMessage::Text(t.into())).await,
+        OutFrame::Binary(b) => socket.send(WsMessage::Binary(b.into())).await,
+    }
+}

@@ -1,0 +1,249 @@
+//! `kernelgate-host`: the multi-kernel server behind `kernelgate serve`.
+//!
+//! A Jupyter Server compatible REST + WebSocket API ([`api::router`]) over a registry of
+//! kernels, each run by a supervisor task (launch, IOPub, heartbeat, restart policy, shutdown
+//! escalation). Pure logic lives in [`lifecycle`], [`auth`], [`state`] and [`wsmsg`]; I/O in
+//! [`provision`], [`kernel`], [`registry`] and [`api`].
+//!
+//! ```no_run
+//! # async fn f(config: kernelgate_host::HostConfig, token: kernelgate_host::auth::Token) -> std::io::Result<()> {
+//! let host = kernelgate_host::Host::new(config, token);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! host.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod kernel;
+pub mod lifecycle;
+pub mod provision;
+pub mod registry;
+pub mod state;
+pub mod wsmsg;
+pub mod zmqio;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::auth::{OriginPolicy, Token};
+use crate::lifecycle::{CullPolicy, RestartPolicy};
+use crate::provision::{LaunchSpec, ProvisionConfig};
+use crate::registry::Registry;
+use crate::zmqio::ContextPool;
+
+/// Name of the built-in Rhai kernelspec.
+pub const BUILTIN_KERNEL: &str = "rhai";
+
+/// Heartbeat monitoring (hang detection).
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatPolicy {
+    /// Ping interval.
+    pub interval: Duration,
+    /// Unanswered pings in a row before the kernel counts as hung and is restarted.
+    pub max_misses: u32,
+}
+
+impl Default for HeartbeatPolicy {
+    fn default() -> Self {
+        HeartbeatPolicy { interval: Duration::from_secs(5), max_misses: 6 }
+    }
+}
+
+/// Shutdown escalation waits.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownWaits {
+    /// After shutdown_request, before SIGTERM.
+    pub request_wait: Duration,
+    /// After SIGTERM, before SIGKILL.
+    pub term_wait: Duration,
+}
+
+impl Default for ShutdownWaits {
+    fn default() -> Self {
+        ShutdownWaits { request_wait: Duration::from_secs(3), term_wait: Duration::from_secs(2) }
+    }
+}
+
+/// Everything the host needs to know.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Launch settings.
+    pub provision: ProvisionConfig,
+    /// Kernelspecs by name (the built-in one included).
+    pub specs: BTreeMap<String, LaunchSpec>,
+    /// Kernelspec used when a POST names none.
+    pub default_kernel: String,
+    /// Automatic restarts.
+    pub restart: RestartPolicy,
+    /// Hang detection.
+    pub heartbeat: HeartbeatPolicy,
+    /// Shutdown escalation.
+    pub shutdown: ShutdownWaits,
+    /// Idle culling.
+    pub cull: CullPolicy,
+    /// How long a started kernel has to answer kernel_info.
+    pub ready_timeout: Duration,
+    /// How long `POST /api/kernels` waits for the kernel to be ready before answering.
+    pub post_wait: Duration,
+    /// The state file (None: no crash recovery).
+    pub state_file: Option<PathBuf>,
+    /// Largest WebSocket message accepted.
+    pub ws_max_message: usize,
+    /// Origins allowed besides the host's own.
+    pub origins: OriginPolicy,
+}
+
+impl HostConfig {
+    /// Defaults: the built-in kernel run by `exe`, connection files in `runtime_dir`.
+    pub fn new(exe: &std::path::Path, runtime_dir: PathBuf) -> HostConfig {
+        let builtin = provision::builtin_spec(exe);
+        let mut specs = BTreeMap::new();
+        specs.insert(BUILTIN_KERNEL.to_owned(), builtin);
+        HostConfig {
+            provision: ProvisionConfig {
+                runtime_dir,
+                ip: "127.0.0.1".into(),
+                startup_timeout: Duration::from_secs(30),
+                prefix: String::new(),
+                hook: None,
+                env_remove: vec!["KERNELGATE_TOKEN_FILE".into()],
+            },
+            specs,
+            default_kernel: BUILTIN_KERNEL.into(),
+            restart: RestartPolicy::default(),
+            heartbeat: HeartbeatPolicy::default(),
+            shutdown: ShutdownWaits::default(),
+            cull: CullPolicy::default(),
+            ready_timeout: Duration::from_secs(60),
+            post_wait: Duration::from_secs(60),
+            state_file: None,
+            ws_max_message: 64 << 20,
+            origins: OriginPolicy::default(),
+        }
+    }
+
+    /// Adds kernelspecs found on disk (name -> directory); the built-in name is kept.
+    pub fn add_specs(&mut self, dirs: &BTreeMap<String, PathBuf>) {
+        for (name, spec) in provision::load_specs(dirs) {
+            if name != BUILTIN_KERNEL {
+                self.specs.insert(name, spec);
+            }
+        }
+    }
+}
+
+/// State shared by the API handlers and the supervisors.
+#[derive(Debug)]
+pub struct HostShared {
+    /// Configuration.
+    pub config: HostConfig,
+    /// The token.
+    pub token: Token,
+    /// The kernels.
+    pub registry: Registry,
+    /// libzmq contexts.
+    pub pool: ContextPool,
+    /// Set to true when the host stops: WebSocket connections close.
+    pub closing: tokio::sync::watch::Sender<bool>,
+    state_dirty: Notify,
+}
+
+impl HostShared {
+    /// Asks the state writer to write the table.
+    pub fn state_changed(&self) {
+        self.state_dirty.notify_one();
+    }
+}
+
+/// A host: configuration, token, kernels.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Shared state.
+    pub shared: Arc<HostShared>,
+}
+
+impl Host {
+    /// A host with no kernels yet. Call inside a tokio runtime (background tasks start).
+    pub fn new(config: HostConfig, token: Token) -> Host {
+        let shared = Arc::new(HostShared {
+            config,
+            token,
+            registry: Registry::default(),
+            pool: ContextPool::default(),
+            closing: tokio::sync::watch::channel(false).0,
+            state_dirty: Notify::new(),
+        });
+        tokio::spawn(registry::state_writer(shared.clone()));
+        tokio::spawn(registry::cull_loop(shared.clone()));
+        Host { shared }
+    }
+
+    /// Re-adopts kernels from the state file of a previous run, if any. (adopted, cleaned up)
+    pub async fn recover(&self) -> (usize, usize) {
+        let Some(path) = &self.shared.config.state_file else { return (0, 0) };
+        match state::HostState::read(path) {
+            Some(s) => registry::adopt_previous(&self.shared, s).await,
+            None => (0, 0),
+        }
+    }
+
+    /// The HTTP router (for tests: drive it with `tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> axum::Router {
+        api::router(self.shared.clone())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` resolves, then shuts every kernel down and
+    /// removes the state file.
+    pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let closing = self.shared.closing.clone();
+        let signal = async move {
+            shutdown.await;
+            closing.send_replace(true);
+        };
+        axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Like [`Host::serve`], over TLS (rustls with the ring provider) with a PEM certificate
+    /// chain and private key.
+    pub async fn serve_tls(
+        &self,
+        listener: std::net::TcpListener,
+        certfile: &std::path::Path,
+        keyfile: &std::path::Path,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(certfile, keyfile).await?;
+        let handle = axum_server::Handle::new();
+        let h = handle.clone();
+        let closing = self.shared.closing.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            closing.send_replace(true);
+            h.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        listener.set_nonblocking(true)?;
+        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum_server::from_tcp_rustls(listener, tls).handle(handle).serve(app).await?;
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Shuts every kernel down and removes the state file.
+    pub async fn shutdown(&self) {
+        registry::shutdown_all(&self.shared).await;
+        if let Some(p) = &self.shared.config.state_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The host's state file: the kernel table, written owner-only and atomically, so a host that
+//! crashed can re-adopt its kernels. Pure (de)serialization here; the writer task is in
+//! [`crate::registry`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One kernel in the state file. No key: the connection file (owner-only) holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelRecord {
+    /// Kernel id.
+    pub id: String,
+    /// Kernelspec name.
+    pub name: String,
+    /// Process id (= process group).
+    pub pid: i32,
+    /// /proc start time, to tell a re-used pid apart.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    /// Connection file path.
+    pub connection_file: PathBuf,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    /// Format version (1).
+    pub version: u32,
+    /// The host process that wrote it.
+    pub host_pid: u32,
+    /// Kernels with a process.
+    pub kernels: Vec<KernelRecord>,
+}
+
+impl HostState {
+    /// Serialized form.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses a state file; `None` when it is not one of ours.
+    pub fn from_json(bytes: &[u8]) -> Option<HostState> {
+        serde_json::from_slice::<HostState>(bytes).ok().filter(|s| s.version == 1)
+    }
+
+    /// Reads `path`, if present and valid.
+    pub fn read(path: &Path) -> Option<HostState> {
+        HostState::from_json(&std::fs::read(path).ok()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let s = HostState {
+            version: 1,
+            host_pid: 42,
+            kernels: vec![KernelRecord {
+                id: "a".into(),
+                name: "rhai".into(),
+                pid: 7,
+                start_time: Some(9),
+                connection_file: "/tmp/kernel-a.json".into(),
+            }],
+        };
+        assert_eq!(HostState::from_json(&s.to_json()), Some(s));
+        assert_eq!(HostState::from_json(b"{\"version\":2,\"host_pid\":1,\"kernels\":[]}"), None);
+        assert_eq!(HostState::from_json(b"garbage"), None);
+    }
+}

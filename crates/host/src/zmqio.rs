@@ -1,0 +1,121 @@
+//! The host's ZeroMQ plumbing: a pool of contexts (libzmq caps sockets per context at 1023),
+//! socket helpers, and one-shot signed requests (kernel_info, shutdown, interrupt).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kernelgate_wire::{Channel, ConnectionInfo, Message, Session, SessionConfig};
+use kernelgate_zmq::{AsyncSocket, Context, SocketType};
+use serde_json::Value;
+
+/// Kernels per libzmq context: each kernel holds 2 sockets, each WebSocket connection 3, and
+/// libzmq's default limit is 1023 sockets per context.
+const KERNELS_PER_CONTEXT: usize = 128;
+
+/// Hands out contexts, starting a new one every [`KERNELS_PER_CONTEXT`] kernels.
+#[derive(Debug, Default)]
+pub struct ContextPool {
+    contexts: Mutex<Vec<Context>>,
+    handed: AtomicUsize,
+}
+
+impl ContextPool {
+    /// A context for a new kernel.
+    pub fn get(&self) -> kernelgate_zmq::Result<Context> {
+        let n = self.handed.fetch_add(1, Ordering::Relaxed);
+        let idx = n / KERNELS_PER_CONTEXT;
+        let mut v = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+        while v.len() <= idx {
+            v.push(Context::new()?);
+        }
+        v.get(idx).cloned().ok_or(kernelgate_zmq::Error::InvalidArgument("context pool".into()))
+    }
+}
+
+/// Opens a socket of `ty` connected to `channel` of the kernel.
+pub fn open(
+    ctx: &Context,
+    info: &ConnectionInfo,
+    ty: SocketType,
+    channel: Channel,
+    routing_id: Option<&[u8]>,
+) -> kernelgate_zmq::Result<AsyncSocket> {
+    let socket = ctx.socket(ty)?;
+    if let Some(id) = routing_id {
+        socket.set_routing_id(id)?;
+    }
+    if ty == SocketType::Sub {
+        socket.subscribe(b"")?;
+    }
+    socket.set_linger(Some(Duration::from_millis(100)))?;
+    socket.connect(&info.endpoint(channel))?;
+    AsyncSocket::new(socket)
+}
+
+/// A session signing with the kernel's key, for the host's own requests.
+pub fn session_for(info: &ConnectionInfo, username: &str) -> Result<Session, kernelgate_wire::Error> {
+    let signer = info.signer(false)?;
+    Ok(Session::new(signer, SessionConfig { username: username.into(), ..SessionConfig::default() }))
+}
+
+/// Sends one request on a fresh DEALER and waits for its verified reply, resending every
+/// `resend` (a kernel still binding drops nothing: DEALER queues; resends cover a restart).
+pub async fn request(
+    ctx: &Context,
+    info: &ConnectionInfo,
+    channel: Channel,
+    msg_type: &str,
+    content: Value,
+    timeout: Duration,
+) -> Result<Message, String> {
+    let session = session_for(info, "kernelgate-host").map_err(|e| e.to_string())?;
+    let mut sock = open(ctx, info, SocketType::Dealer, channel, None).map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let msg = session.message(msg_type, &content, None).map_err(|e| e.to_string())?;
+    let frames = session.encode(&msg).map_err(|e| e.to_string())?;
+    let msg_id = msg.header.msg_id.clone();
+    sock.send_multipart(&frames).await.map_err(|e| e.to_string())?;
+    loop {
+        let frames = tokio::time::timeout_at(deadline, sock.recv_multipart())
+            .await
+            .map_err(|_| format!("no {msg_type} reply in time"))?
+            .map_err(|e| e.to_string())?;
+        match session.receive(frames) {
+            Ok(reply) if reply.parent_msg_id() == msg_id => return Ok(reply.into_inner()),
+            Ok(_) => continue,
+            Err(e) => tracing::warn!(error = %e, "refused a reply to the host's {msg_type}"),
+        }
+    }
+}
+
+/// Sends one request and does not wait for a reply.
+pub async fn send_only(ctx: &Context, info: &ConnectionInfo, channel: Channel, msg_type: &str, content: Value) -> Result<(), String> {
+    let session = session_for(info, "kernelgate-host").map_err(|e| e.to_string())?;
+    let mut sock = open(ctx, info, SocketType::Dealer, channel, None).map_err(|e| e.to_string())?;
+    let msg = session.message(msg_type, &content, None).map_err(|e| e.to_string())?;
+    let frames = session.encode(&msg).map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(1), sock.send_multipart(&frames))
+        .await
+        .map_err(|_| "send timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    // Give libzmq a moment to flush before the socket (linger 100 ms) closes.
+    Ok(())
+}
+
+/// Waits until the kernel answers `kernel_info_request` with its key, asking again every
+/// second (the first request can be lost while the kernel is still setting up).
+pub async fn wait_ready(ctx: &Context, info: &ConnectionInfo, timeout: Duration) -> Result<Message, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err("kernel did not answer kernel_info_request in time".into());
+        }
+        let attempt = left.min(Duration::from_secs(1));
+        match request(ctx, info, Channel::Shell, "kernel_info_request", serde_json::json!({}), attempt).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) => tracing::trace!("kernel not ready yet: {e}"),
+        }
+    }
+}

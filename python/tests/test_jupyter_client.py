@@ -1,0 +1,184 @@
+"""jupyter_client's BlockingKernelClient drives kernelgate's built-in kernel."""
+import queue
+import signal
+import threading
+import time
+
+from conftest import TIMEOUT
+
+
+def run(kc, code, allow_stdin=False, **kw):
+    """Executes code and returns (reply, iopub messages of this request until idle)."""
+    msg_id = kc.execute(code, allow_stdin=allow_stdin, **kw)
+    outputs = []
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        outputs.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    reply = kc.get_shell_msg(timeout=TIMEOUT)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    return reply, outputs
+
+
+def of_type(outputs, t):
+    return [m for m in outputs if m["msg_type"] == t]
+
+
+def test_kernel_info(rhai_kernel):
+    _, kc = rhai_kernel
+    reply = kc.kernel_info(reply=True, timeout=TIMEOUT)
+    c = reply["content"]
+    assert c["status"] == "ok"
+    assert c["protocol_version"].startswith("5.")
+    assert c["language_info"]["name"] == "rhai"
+    assert c["implementation"] == "kernelgate-rhai"
+
+
+def test_execute_stream_result_and_state(rhai_kernel):
+    _, kc = rhai_kernel
+    reply, out = run(kc, 'let x = 40; print("hello");')
+    assert reply["content"]["status"] == "ok"
+    assert [m["content"]["text"] for m in of_type(out, "stream")] == ["hello\n"]
+    assert of_type(out, "execute_input")[0]["content"]["code"].startswith("let x")
+    states = [m["content"]["execution_state"] for m in of_type(out, "status")]
+    assert states == ["busy", "idle"]
+    reply, out = run(kc, "x + 2")
+    result = of_type(out, "execute_result")[0]["content"]
+    assert result["data"]["text/plain"] == "42"
+    assert result["execution_count"] == reply["content"]["execution_count"]
+
+
+def test_execute_error(rhai_kernel):
+    _, kc = rhai_kernel
+    reply, out = run(kc, "let y = 1;\nundefined_thing + 1")
+    assert reply["content"]["status"] == "error"
+    err = of_type(out, "error")[0]["content"]
+    assert err["ename"] == "NameError"
+    assert "undefined_thing" in err["evalue"]
+    assert any("line 2" in line for line in err["traceback"])
+
+
+def test_runaway_cell_is_stopped(rhai_kernel):
+    _, kc = rhai_kernel
+    reply, out = run(kc, 'let s = "x"; loop { s += s; }')
+    assert reply["content"]["status"] == "error"
+    assert of_type(out, "error")[0]["content"]["ename"] == "DataTooLarge"
+
+
+def test_functions_persist_complete_inspect(rhai_kernel):
+    _, kc = rhai_kernel
+    run(kc, "fn double(n) { n * 2 }\nlet counter = 5;")
+    _, out = run(kc, "double(counter)")
+    assert of_type(out, "execute_result")[0]["content"]["data"]["text/plain"] == "10"
+    reply = kc.complete("cou", 3, reply=True, timeout=TIMEOUT)["content"]
+    assert "counter" in reply["matches"] and reply["cursor_start"] == 0 and reply["cursor_end"] == 3
+    reply = kc.complete("dou", 3, reply=True, timeout=TIMEOUT)["content"]
+    assert "double" in reply["matches"]
+    reply = kc.inspect("counter", 3, reply=True, timeout=TIMEOUT)["content"]
+    assert reply["found"] and "i64" in reply["data"]["text/plain"]
+    reply = kc.inspect("zzz_none", 3, reply=True, timeout=TIMEOUT)["content"]
+    assert not reply["found"]
+
+
+def test_is_complete(rhai_kernel):
+    _, kc = rhai_kernel
+    def status(code):
+        msg_id = kc.is_complete(code)
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        return reply["content"]["status"]
+
+    assert status("1 + 1") == "complete"
+    assert status("fn f() {") == "incomplete"
+    assert status("let = = 1;") == "invalid"
+
+
+def test_history(rhai_kernel):
+    _, kc = rhai_kernel
+    run(kc, "1 + 1")
+    run(kc, "2 + 2")
+    reply = kc.history(hist_access_type="tail", n=2, reply=True, timeout=TIMEOUT)["content"]
+    assert [h[2] for h in reply["history"]] == ["1 + 1", "2 + 2"]
+    reply = kc.history(hist_access_type="search", pattern="2*", reply=True, timeout=TIMEOUT)["content"]
+    assert [h[2] for h in reply["history"]] == ["2 + 2"]
+
+
+def test_input_over_stdin(rhai_kernel):
+    _, kc = rhai_kernel
+    msg_id = kc.execute('let name = input("who? "); print("hi " + name);', allow_stdin=True)
+    req = kc.get_stdin_msg(timeout=TIMEOUT)
+    assert req["msg_type"] == "input_request"
+    assert req["content"]["prompt"] == "who? "
+    assert req["parent_header"]["msg_id"] == msg_id
+    kc.input("ada")
+    reply = kc.get_shell_msg(timeout=TIMEOUT)
+    assert reply["content"]["status"] == "ok"
+    texts = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            texts.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert texts == ["hi ada\n"]
+
+
+def test_input_refused_without_stdin(rhai_kernel):
+    _, kc = rhai_kernel
+    reply, out = run(kc, 'input("x")', allow_stdin=False)
+    assert reply["content"]["status"] == "error"
+
+
+def _interrupt_long_loop(km, kc):
+    msg_id = kc.execute("let i = 0; loop { i += 1; }")
+    # Wait until it is running.
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+            break
+    time.sleep(0.2)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=TIMEOUT)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "Interrupted"
+    # The kernel still works afterwards.
+    reply, out = run(kc, "7 * 6")
+    assert of_type(out, "execute_result"), (reply, out)
+    assert of_type(out, "execute_result")[0]["content"]["data"]["text/plain"] == "42"
+
+
+def test_interrupt_by_message(rhai_kernel):
+    km, kc = rhai_kernel
+    assert km.kernel_spec.interrupt_mode == "message"
+    _interrupt_long_loop(km, kc)
+
+
+def test_interrupt_by_signal():
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="rhai-signal", startup_timeout=TIMEOUT)
+    try:
+        assert km.kernel_spec.interrupt_mode == "signal"
+        _interrupt_long_loop(km, kc)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_shutdown_request_ends_the_kernel(rhai_kernel):
+    km, kc = rhai_kernel
+    kc.shutdown()
+    reply = kc.get_control_msg(timeout=TIMEOUT) if hasattr(kc, "get_control_msg") else None
+    if reply is not None:
+        assert reply["msg_type"] == "shutdown_reply"
+    deadline = time.monotonic() + TIMEOUT
+    while km.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not km.is_alive()
