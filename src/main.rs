@@ -24,6 +24,8 @@ enum Command {
     /// List or install kernelspecs.
     #[command(subcommand)]
     Kernelspec(cmd::kernelspec::KernelspecCommand),
+    /// Serve kernels over a Jupyter Server compatible REST + WebSocket API (token required).
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kernel(args) => cmd::kernel::run(args),
         Command::Kernelspec(c) => cmd::kernelspec::run(c),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(code) => code,

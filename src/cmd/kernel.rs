@@ -29,12 +29,20 @@ pub struct KernelArgs {
     /// Maximum Rhai operations per cell before it is stopped as a runaway.
     #[arg(long, default_value_t = RhaiLimits::default().max_operations)]
     max_operations: u64,
+    /// Largest message accepted, in bytes; larger ones are refused and counted.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message_size: usize,
 }
 
 pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
     let (path, info, existed) = connection(&args)?;
     let ctx = kernelgate_zmq::Context::new().context("creating the ZeroMQ context")?;
-    let options = KernelOptions::new(info);
+    let mut options = KernelOptions::new(info);
+    options.session.limits.max_total_bytes = args.max_message_size;
+    options.session.limits.max_frame_bytes = args.max_message_size;
+    options.sockets.recv_limits.max_total_bytes = args.max_message_size;
+    // libzmq drops a peer sending a single frame above this before buffering it.
+    options.sockets.max_msg_size = Some(args.max_message_size as u64 + 1024);
     let bound = BoundKernel::bind(&ctx, options).context("binding the kernel's sockets")?;
     // Our own file is removed when we stop; a file given to us by a launcher is the launcher's.
     let _cleanup = if existed {

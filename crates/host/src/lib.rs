@@ -24,6 +24,9 @@ pub mod state;
 pub mod wsmsg;
 pub mod zmqio;
 
+/// The tokio this crate runs on, for the binary (which has no tokio dependency of its own).
+pub use tokio;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;

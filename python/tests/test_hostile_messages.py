@@ -1,0 +1,103 @@
+"""Unsigned, wrong-key, replayed, truncated, oversized and garbage messages sent to the built-in
+kernel are each refused and counted, while a legitimate client keeps getting answers."""
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import zmq
+from jupyter_client import BlockingKernelClient
+from jupyter_client.session import Session
+
+from conftest import BIN, TIMEOUT
+
+LIMIT = 1 << 20
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    conn = tmp_path / "kernel.json"
+    proc = subprocess.Popen([str(BIN), "kernel", "-f", str(conn), "--max-message-size", str(LIMIT)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + TIMEOUT
+    while not conn.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "kernel did not write its connection file"
+        time.sleep(0.02)
+    info = json.loads(conn.read_text())
+    assert oct(conn.stat().st_mode & 0o777) == "0o600"
+    kc = BlockingKernelClient()
+    kc.load_connection_info(info)
+    kc.start_channels()
+    kc.wait_for_ready(timeout=TIMEOUT)
+    try:
+        yield info, kc, proc
+    finally:
+        kc.stop_channels()
+        proc.terminate()
+        proc.wait(TIMEOUT)
+    assert not conn.exists(), "connection file left behind"
+
+
+def stats(info, session):
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    s.connect(f"tcp://{info['ip']}:{info['control_port']}")
+    session.send(s, session.msg("kernelgate_stats_request", {}))
+    assert s.poll(TIMEOUT * 1000), "no stats reply"
+    _, reply = session.recv(s)
+    s.close()
+    return reply["content"]["rejected"]
+
+
+def execute_ok(kc):
+    reply = kc.execute_interactive("40 + 2", timeout=TIMEOUT)
+    assert reply["content"]["status"] == "ok"
+
+
+def test_hostile_messages_are_refused_and_counted(kernel):
+    info, kc, proc = kernel
+    good = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"])
+    bad = Session(key=b"guessed-key", signature_scheme=info["signature_scheme"])
+    ctx = zmq.Context.instance()
+    attacker = ctx.socket(zmq.DEALER)
+    attacker.linger = 0
+    attacker.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+
+    def signed(session, code="1"):
+        return session.serialize(session.msg("execute_request", {"code": code, "silent": False}))
+
+    frames = signed(good)
+    unsigned = list(frames)
+    unsigned[1] = b""
+    attacks = {
+        "unsigned": [unsigned],
+        "bad_signature": [signed(bad)],
+        "malformed_frames": [frames[:4], [b"garbage"], [b"<IDS|MSG>"]],
+        "too_large": [signed(good)[:-1] + [b"{\"pad\": \"" + b"x" * (LIMIT // 2) + b"\"}", b"y" * (LIMIT // 2)]],
+        "invalid_json": [good.serialize(good.msg("execute_request", {}))],
+    }
+    # invalid_json: correctly signed, unparsable content.
+    bogus = list(attacks["invalid_json"][0])
+    bogus[5] = b"{not json"
+    bogus[1] = good.sign(bogus[2:6])
+    attacks["invalid_json"] = [bogus]
+    for name, msgs in attacks.items():
+        for m in msgs:
+            attacker.send_multipart(m)
+        execute_ok(kc)  # the legitimate client keeps getting answers
+    # Replay: the captured genuine message runs once, its replay is refused.
+    replay = signed(good, "let replayed = 1;")
+    attacker.send_multipart(replay)
+    attacker.send_multipart(replay)
+    execute_ok(kc)
+    counts = stats(info, good)
+    for name, msgs in attacks.items():
+        assert counts.get(name, 0) >= len(msgs), (name, counts)
+    assert counts.get("replayed") == 1, counts
+    assert proc.poll() is None
+    attacker.close()

@@ -1,0 +1,199 @@
+//! `kernelgate serve`: the multi-kernel host (Jupyter Server compatible REST + WebSocket API).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use kernelgate_host::auth::{OriginPolicy, Token};
+use kernelgate_host::lifecycle::CullPolicy;
+use kernelgate_host::{Host, HostConfig};
+use kernelgate_zmq::files;
+
+/// Flags of `kernelgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback without TLS is refused unless --insecure-http.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: IpAddr,
+    /// Port (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 8889)]
+    port: u16,
+    /// File holding the token (owner-only). Default: 256 fresh random bits, written owner-only
+    /// to the runtime directory. The token itself is never taken from argv or the environment.
+    #[arg(long, env = "KERNELGATE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "keyfile")]
+    certfile: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "certfile")]
+    keyfile: Option<PathBuf>,
+    /// Listen beyond loopback without TLS (the token then crosses the network in clear).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Kernelspec directories (each holding NAME/kernel.json); replaces the Jupyter path search.
+    #[arg(long, value_delimiter = ',')]
+    kernel_dirs: Vec<PathBuf>,
+    /// Kernelspec started when a request names none.
+    #[arg(long, default_value = kernelgate_host::BUILTIN_KERNEL)]
+    default_kernel: String,
+    /// Origins (scheme://host:port) allowed to use the API from a browser besides this host's
+    /// own; `*` allows any (not recommended).
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+    /// State file for crash recovery. Default: kernelgate-host-PORT.json in the runtime dir.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Do not re-adopt kernels left by a previous run.
+    #[arg(long)]
+    no_recover: bool,
+    /// Restarts in a row before a dying kernel is declared dead (0 disables auto-restart).
+    #[arg(long, default_value_t = 5)]
+    restart_limit: u32,
+    /// Heartbeat interval in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    hb_interval: f64,
+    /// Missed heartbeats in a row before a kernel counts as hung and is restarted.
+    #[arg(long, default_value_t = 6)]
+    hb_misses: u32,
+    /// Seconds between shutdown_request and SIGTERM.
+    #[arg(long, default_value_t = 3.0)]
+    shutdown_wait: f64,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 2.0)]
+    term_wait: f64,
+    /// Shut down kernels idle this many seconds (0: never, the default).
+    #[arg(long, default_value_t = 0)]
+    cull_idle_timeout: u64,
+    /// Seconds between culling checks.
+    #[arg(long, default_value_t = 300)]
+    cull_interval: u64,
+    /// Cull busy kernels too.
+    #[arg(long)]
+    cull_busy: bool,
+    /// Cull kernels with open connections too.
+    #[arg(long)]
+    cull_connected: bool,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::from_secs(1))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let tls = args.certfile.is_some();
+    if !args.ip.is_loopback() && !tls {
+        eprintln!("kernelgate: WARNING: listening on {} WITHOUT TLS: the token and all code travel in clear text.", args.ip);
+        if !args.insecure_http {
+            bail!("refusing to listen beyond loopback without TLS; give --certfile/--keyfile or --insecure-http");
+        }
+    }
+    let rt = kernelgate_host::tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime_dir = files::runtime_dir();
+    files::ensure_private_dir(&runtime_dir).with_context(|| format!("runtime directory {}", runtime_dir.display()))?;
+    let exe = std::env::current_exe().context("locating the kernelgate binary")?;
+    let mut config = HostConfig::new(&exe, runtime_dir.clone());
+    let dirs = if args.kernel_dirs.is_empty() {
+        super::kernelspec::find_kernelspecs(&super::kernelspec::path_env())
+    } else {
+        let listings: Vec<(PathBuf, Vec<String>)> = args
+            .kernel_dirs
+            .iter()
+            .map(|d| {
+                let names = std::fs::read_dir(d)
+                    .map(|rd| {
+                        rd.filter_map(Result::ok)
+                            .filter(|e| e.path().join("kernel.json").is_file())
+                            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (d.clone(), names)
+            })
+            .collect();
+        kernelgate_wire::kernelspec::resolve(&listings)
+    };
+    config.add_specs(&dirs);
+    if !config.specs.contains_key(&args.default_kernel) {
+        bail!("default kernel {:?} is not a known kernelspec", args.default_kernel);
+    }
+    config.default_kernel = args.default_kernel.clone();
+    config.origins = OriginPolicy { allow: args.allow_origins.clone() };
+    config.restart.enabled = args.restart_limit > 0;
+    config.restart.limit = args.restart_limit;
+    config.heartbeat.interval = secs(args.hb_interval).max(Duration::from_millis(100));
+    config.heartbeat.max_misses = args.hb_misses.max(1);
+    config.shutdown.request_wait = secs(args.shutdown_wait);
+    config.shutdown.term_wait = secs(args.term_wait);
+    config.cull = CullPolicy {
+        idle_timeout: (args.cull_idle_timeout > 0).then(|| Duration::from_secs(args.cull_idle_timeout)),
+        interval: Duration::from_secs(args.cull_interval.max(1)),
+        cull_busy: args.cull_busy,
+        cull_connected: args.cull_connected,
+    };
+
+    let listener = std::net::TcpListener::bind((args.ip, args.port))
+        .with_context(|| format!("binding {}:{}", args.ip, args.port))?;
+    let port = listener.local_addr()?.port();
+    config.state_file =
+        Some(args.state_file.clone().unwrap_or_else(|| runtime_dir.join(format!("kernelgate-host-{port}.json"))));
+
+    let (token, token_file) = match &args.token_file {
+        Some(p) => (Token::load(p)?, None),
+        None => {
+            let t = Token::generate()?;
+            let path = runtime_dir.join(format!("kernelgate-serve-{port}.token"));
+            files::write_private_file_atomic(&path, format!("{}\n", t.expose()).as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            (t, Some(files::RemoveOnDrop::new(path)))
+        }
+    };
+
+    let host = Host::new(config, token.clone());
+    if !args.no_recover {
+        let (adopted, cleaned) = host.recover().await;
+        if adopted + cleaned > 0 {
+            eprintln!("kernelgate: recovered {adopted} kernel(s) from the previous run, cleaned up {cleaned}");
+        }
+    }
+    let names: Vec<&String> = host.shared.config.specs.keys().collect();
+    eprintln!("kernelgate: kernelspecs: {names:?} (default {})", host.shared.config.default_kernel);
+    if let Some(f) = token_file.as_ref().and_then(|f| f.path()) {
+        eprintln!("kernelgate: token stored owner-only in {}", f.display());
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let shown_ip = if args.ip.is_unspecified() { "127.0.0.1".to_string() } else { args.ip.to_string() };
+    eprintln!("kernelgate: serving on {scheme}://{}:{port}/ (Ctrl-C or SIGTERM to stop)", shown_ip);
+    // The one place the token is shown, like Jupyter's startup URL.
+    println!("{scheme}://{shown_ip}:{port}/?token={}", token.expose());
+
+    let shutdown = async {
+        let mut term = match kernelgate_host::tokio::signal::unix::signal(kernelgate_host::tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        kernelgate_host::tokio::select! {
+            _ = kernelgate_host::tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("kernelgate: stopping: shutting down every kernel");
+    };
+    match (&args.certfile, &args.keyfile) {
+        (Some(cert), Some(key)) => host.serve_tls(listener, cert, key, shutdown).await?,
+        _ => {
+            listener.set_nonblocking(true)?;
+            let listener = kernelgate_host::tokio::net::TcpListener::from_std(listener)?;
+            host.serve(listener, shutdown).await?
+        }
+    }
+    drop(token_file);
+    eprintln!("kernelgate: stopped");
+    Ok(ExitCode::SUCCESS)
+}
