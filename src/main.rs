@@ -26,6 +26,10 @@ enum Command {
     Kernelspec(cmd::kernelspec::KernelspecCommand),
     /// Serve kernels over a Jupyter Server compatible REST + WebSocket API (token required).
     Serve(cmd::serve::ServeArgs),
+    /// Run code in a running kernel; outputs stream to stdout/stderr (exit 1 if the code raised).
+    Exec(cmd::exec::ExecArgs),
+    /// An interactive console attached to a running kernel.
+    Console(cmd::console::ConsoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::Kernel(args) => cmd::kernel::run(args),
         Command::Kernelspec(c) => cmd::kernelspec::run(c),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Exec(args) => cmd::exec::run(args),
+        Command::Console(args) => cmd::console::run(args),
     };
     match result {
         Ok(code) => code,

@@ -168,7 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = token_file.as_ref().and_then(|f| f.path()) {
         eprintln!("kernelgate: token stored owner-only in {}", f.display());
     }
-    let scheme = if tls { "https" } else { "http" };
+    let scheme = if args.certfile.is_some() { "https" } else { "http" };
     let shown_ip = if args.ip.is_unspecified() { "127.0.0.1".to_string() } else { args.ip.to_string() };
     eprintln!("kernelgate: serving on {scheme}://{}:{port}/ (Ctrl-C or SIGTERM to stop)", shown_ip);
     // The one place the token is shown, like Jupyter's startup URL.

@@ -106,7 +106,7 @@ fn ours_sign(shape: &Shape, seconds: f64) -> Result<f64> {
             for bufs in items {
                 let mut msg = s.message("execute_request", &shape.content, None)?;
                 msg.buffers = bufs;
-                black_box(s.encode(&msg)?);
+                black_box(s.encode_owned(msg)?);
             }
             Ok(())
         },

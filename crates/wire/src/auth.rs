@@ -257,9 +257,13 @@ impl Signer {
 
     /// The signature frame for the four signed parts: lowercase hex, or empty when unauthenticated.
     pub fn sign(&self, parts: &[&[u8]; 4]) -> Vec<u8> {
-        match self.digest(parts) {
-            Some(d) => hex::encode(d.as_bytes()).into_bytes(),
-            None => Vec::new(),
+        let Some(d) = self.digest(parts) else {
+            return Vec::new();
+        };
+        let mut out = vec![0u8; d.as_bytes().len() * 2];
+        match hex::encode_to_slice(d.as_bytes(), &mut out) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
         }
     }
 

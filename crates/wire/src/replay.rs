@@ -12,6 +12,7 @@
 //! signature verified, so a forgery can never poison the history of a genuine message.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,9 +35,11 @@ pub struct ReplayConfig {
 impl Default for ReplayConfig {
     fn default() -> Self {
         ReplayConfig {
-            window: Duration::from_secs(120),
+            window: Duration::from_secs(60),
             clock_skew: Duration::from_secs(5),
-            max_entries: 1 << 20,
+            // About 40 bytes per entry: 4M entries (160 MiB at worst) sustain ~64,000 messages
+            // per second per session over window + skew. Memory grows only with actual traffic.
+            max_entries: 1 << 22,
         }
     }
 }
@@ -46,9 +49,39 @@ impl Default for ReplayConfig {
 pub struct ReplayGuard {
     config: ReplayConfig,
     started: DateTime<Utc>,
-    seen: HashSet<Digest>,
-    /// (expiry, digest) in insertion order; expiries are non-decreasing while the clock is.
-    expiries: VecDeque<(DateTime<Utc>, Digest)>,
+    seen: HashSet<u128, BuildHasherDefault<DigestHasher>>,
+    /// (expiry in µs since the epoch, digest key) in insertion order.
+    expiries: VecDeque<(i64, u128)>,
+}
+
+/// The digests are HMAC outputs: keyed and uniformly distributed, so they are their own hash.
+#[derive(Debug, Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// The first 128 bits of a digest: collisions need 2^64 messages, far beyond any history.
+/// (An MD5 HMAC has exactly 128 bits.)
+fn key_of(digest: &Digest) -> u128 {
+    let mut b = [0u8; 16];
+    let src = digest.as_bytes();
+    let n = src.len().min(16);
+    if let (Some(dst), Some(src)) = (b.get_mut(..n), src.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    u128::from_le_bytes(b)
 }
 
 fn chrono_duration(d: Duration) -> chrono::TimeDelta {
@@ -58,7 +91,7 @@ fn chrono_duration(d: Duration) -> chrono::TimeDelta {
 impl ReplayGuard {
     /// A guard for a session that started at `started` (the kernel's or client's creation time).
     pub fn new(config: ReplayConfig, started: DateTime<Utc>) -> ReplayGuard {
-        ReplayGuard { config, started, seen: HashSet::new(), expiries: VecDeque::new() }
+        ReplayGuard { config, started, seen: HashSet::default(), expiries: VecDeque::new() }
     }
 
     /// The configuration in force.
@@ -96,7 +129,8 @@ impl ReplayGuard {
     pub fn admit(&mut self, digest: Digest, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
         self.check_fresh(date, now)?;
         self.forget_expired(now);
-        if self.seen.contains(&digest) {
+        let key = key_of(&digest);
+        if self.seen.contains(&key) {
             return err(ErrorKind::Replayed, "message was already received");
         }
         if self.seen.len() >= self.config.max_entries {
@@ -107,8 +141,8 @@ impl ReplayGuard {
         }
         let keep = chrono_duration(self.config.window + self.config.clock_skew);
         let expiry = now.checked_add_signed(keep).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        self.seen.insert(digest);
-        self.expiries.push_back((expiry, digest));
+        self.seen.insert(key);
+        self.expiries.push_back((expiry.timestamp_micros(), key));
         Ok(())
     }
 
@@ -117,11 +151,12 @@ impl ReplayGuard {
     /// A message accepted at `t` is dated at most `t + skew`, so from `t + skew + window` on it is
     /// stale and its digest is no longer needed.
     pub fn forget_expired(&mut self, now: DateTime<Utc>) {
-        while let Some((expiry, digest)) = self.expiries.front().copied() {
+        let now = now.timestamp_micros();
+        while let Some((expiry, key)) = self.expiries.front().copied() {
             if expiry > now {
                 break;
             }
-            self.seen.remove(&digest);
+            self.seen.remove(&key);
             self.expiries.pop_front();
         }
     }

@@ -190,6 +190,29 @@ impl Session {
         self.sign_frames(&msg.identities, [&header, &parent, &metadata, &content], &msg.buffers)
     }
 
+    /// Like [`Session::encode`] but consumes `msg`, moving identities and buffers into the frames
+    /// instead of copying them (a 1 MiB buffer costs nothing extra).
+    pub fn encode_owned(&self, msg: Message) -> Result<Vec<Vec<u8>>> {
+        if msg.identities.iter().any(|id| id.as_slice() == crate::frames::DELIMITER) {
+            return Err(crate::Error::new(ErrorKind::MalformedFrames, "an identity equals the <IDS|MSG> delimiter"));
+        }
+        let header = crate::json::to_vec(&msg.header)?;
+        let parent = match &msg.parent_header {
+            Some(p) => crate::json::to_vec(p)?,
+            None => b"{}".to_vec(),
+        };
+        let metadata = crate::json::to_vec(&msg.metadata)?;
+        let content = crate::json::to_vec(&msg.content)?;
+        let signature = self.signer.sign(&[&header, &parent, &metadata, &content]);
+        let mut frames = msg.identities;
+        frames.reserve(6 + msg.buffers.len());
+        frames.push(crate::frames::DELIMITER.to_vec());
+        frames.push(signature);
+        frames.extend([header, parent, metadata, content]);
+        frames.extend(msg.buffers);
+        Ok(frames)
+    }
+
     /// Signs already-serialized parts and assembles the frames.
     pub fn sign_frames(
         &self,

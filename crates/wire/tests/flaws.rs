@@ -225,3 +225,14 @@ fn unknown_header_fields_and_message_types_pass_through() {
     let got = s.receive(s.encode(&msg).unwrap()).unwrap();
     assert_eq!(*got, msg);
 }
+
+#[test]
+fn encode_owned_matches_encode() {
+    let s = session();
+    let mut msg = s.message("comm_msg", &json!({"comm_id": "c", "data": {}}), None).unwrap();
+    msg.identities = vec![b"id".to_vec()];
+    msg.buffers = vec![vec![1; 1 << 20]];
+    assert_eq!(s.encode(&msg).unwrap(), s.encode_owned(msg.clone()).unwrap());
+    msg.identities = vec![DELIMITER.to_vec()];
+    assert_eq!(kind(s.encode_owned(msg)), ErrorKind::MalformedFrames);
+}
