@@ -22,9 +22,9 @@ class RhaiKernelTests(jupyter_kernel_test.KernelTests):
     code_execute_result = [{"code": "6 * 7", "result": "42"}, {"code": '"a" + "b"', "result": '"ab"'}]
     code_display_data = [{"code": 'display_html("<b>hi</b>")', "mime": "text/html"}]
     code_history_pattern = "6*"
-    supported_history_operations = ("tail", "search")
+    supported_history_operations = ("tail", "range", "search")
     code_inspect_sample = "print"
-    code_clear_output = None
+    code_clear_output = "clear_output()"
 
 
 if __name__ == "__main__":

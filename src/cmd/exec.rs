@@ -52,9 +52,17 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         execute_json(&mut client, &code, &options, timeout)?
     } else {
         let mut printer = Printer { out_prompt: None };
-        let outcome = client
-            .execute(&code, &options, &mut printer)
-            .map_err(|e| explain(e, "the code to finish", timeout))?;
+        let outcome = match client.execute(&code, &options, &mut printer) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if e.is_timeout() {
+                    // Don't leave the code running in the kernel.
+                    client.inner_mut().set_timeout(Duration::from_secs(2));
+                    let _ = client.interrupt_request();
+                }
+                return Err(explain(e, "the code to finish", timeout));
+            }
+        };
         outcome.reply.status != kernelgate_client::content::Status::Ok
     };
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -109,7 +117,8 @@ fn ready(client: &mut BlockingKernelClient, timeout: Duration) -> kernelgate_cli
             Err(e) if e.is_timeout() => continue,
             Err(e) => return Err(e),
         }
-        let until = Instant::now() + Duration::from_millis(300);
+        // IOPub subscriptions join a little after the connection: ask again if nothing came.
+        let until = Instant::now() + Duration::from_millis(50);
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match client.recv_iopub(left) {
@@ -176,6 +185,8 @@ fn execute_json(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            client.inner_mut().set_timeout(Duration::from_secs(2));
+            let _ = client.interrupt_request();
             bail!("the kernel did not finish within {timeout:?}; see --timeout");
         }
         match client.recv_iopub(left.min(slice)) {

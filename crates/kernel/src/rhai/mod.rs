@@ -108,6 +108,10 @@ impl RhaiKernel {
             with_current(&c, |ctx| ctx.display(data));
         });
         let c = current.clone();
+        engine.register_fn("clear_output", move || {
+            with_current(&c, |ctx| ctx.publish("clear_output", &json!({ "wait": false })));
+        });
+        let c = current.clone();
         engine.register_fn("display_html", move |html: &str| {
             let mut data = MimeBundle::new();
             data.insert("text/html".into(), html.into());
