@@ -171,12 +171,16 @@ fn exec_explains_a_missing_file_and_a_silent_kernel() {
 
     // A connection file nobody listens on: a clear timeout, not a hang.
     let file = dir.path().join("dead.json");
-    std::fs::write(
-        &file,
-        r#"{"transport":"tcp","ip":"127.0.0.1","shell_port":9,"iopub_port":9,"stdin_port":9,
-            "control_port":9,"hb_port":9,"key":"abc","signature_scheme":"hmac-sha256"}"#,
-    )
-    .expect("write");
+    let listeners: Vec<_> =
+        (0..5).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
+    drop(listeners);
+    let info = serde_json::json!({
+        "transport": "tcp", "ip": "127.0.0.1", "shell_port": ports[0], "iopub_port": ports[1],
+        "stdin_port": ports[2], "control_port": ports[3], "hb_port": ports[4],
+        "key": "abc", "signature_scheme": "hmac-sha256",
+    });
+    std::fs::write(&file, info.to_string()).expect("write");
     let started = Instant::now();
     let out = Command::new(BIN)
         .args(["exec", "--timeout", "1", "--existing"])

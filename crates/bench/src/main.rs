@@ -4,6 +4,7 @@
 //! and ours on the same work, and prints the peer's figure, ours and the ratio. A missing or broken
 //! Python environment is an error, never a skip.
 
+mod kernel;
 mod python;
 mod report;
 mod wire;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Session sign and verify throughput: jupyter_client's Session against kernelgate-wire.
     Wire(wire::Args),
+    /// Kernel round trips (execute, kernel_info), startup and memory: ours, Jupyter's, raw libzmq.
+    Kernel(kernel::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wire(args) => {
             let python = python::Python::locate(cli.python.as_deref())?;
             wire::run(&args, &python, &mut report)
+        }
+        Command::Kernel(args) => {
+            let python = python::Python::locate(cli.python.as_deref())?;
+            kernel::run(&args, &python, cli.json)
         }
     }
 }

@@ -189,6 +189,7 @@ pub fn encode(channel: Channel, msg: &Message, protocol: Protocol) -> OutFrame {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

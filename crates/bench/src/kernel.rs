@@ -1,0 +1,465 @@
+//! `kernel`: request -> reply round trips between clients and kernels, ours and Jupyter's, side by
+//! side with the raw libzmq floor; kernel startup time and resident memory.
+//!
+//! Cases (all over tcp on 127.0.0.1, clients and kernels in separate processes):
+//! - `floor`: a DEALER (this thread) and a ROUTER (another thread) ping-pong the very frames of an
+//!   `execute_request` / `execute_reply` (and of `kernel_info`), signed once beforehand: the
+//!   transport's cost alone, what no client/kernel pair can beat.
+//! - `execute`: `execute_request "1+1"` -> `execute_reply` on shell, the IOPub traffic of the
+//!   request left to the SUB socket (as `BlockingKernelClient.execute(reply=True)` does);
+//!   `execute+idle` adds waiting for the request's IOPub `idle` (our `execute()`: outputs collected).
+//! - `kernel_info`: `kernel_info_request` -> reply.
+//! - `startup`: spawning the kernel -> first `kernel_info_reply` at a fresh client (median of a few).
+//! - `memory`: VmRSS of the kernel process, fresh and after the round trips.
+//!
+//! The Python cases run in `python/peers/bench_kernel.py` (jupyter_client's `BlockingKernelClient`,
+//! ipykernel started by `KernelManager`); our kernel is `kernelgate kernel -f FILE` of the release
+//! build (located next to this binary, else built with `cargo build --release --bin kernelgate`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use kernelgate_client::{BlockingKernelClient, Channel, ClientConfig, ExecuteOptions};
+use kernelgate_wire::{Key, Message, Scheme, Session, SessionConfig, Signer};
+use kernelgate_zmq::{Context as ZmqContext, SocketType};
+use serde_json::{json, Value};
+
+use crate::python::{workspace_root, Python};
+
+/// Options of `kernel`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Timed round trips per case (after the warm-up).
+    #[arg(long, default_value_t = 2000)]
+    rounds: usize,
+    /// Untimed round trips before each case.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Kernel starts timed per kernel (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    starts: usize,
+    /// The `kernelgate` binary (default: next to this one, built with cargo if missing).
+    #[arg(long, value_name = "PATH")]
+    kernelgate: Option<PathBuf>,
+}
+
+/// One result line.
+#[derive(Debug, Clone)]
+struct Case {
+    case: String,
+    median_us: Option<f64>,
+    p99_us: Option<f64>,
+    ms: Option<f64>,
+    mib: Option<f64>,
+}
+
+impl Case {
+    fn latency(case: &str, s: Stats) -> Case {
+        Case { case: case.into(), median_us: Some(s.median), p99_us: Some(s.p99), ms: None, mib: None }
+    }
+    fn from_peer(v: &Value) -> Result<Case> {
+        let case = v.get("case").and_then(Value::as_str).ok_or_else(|| anyhow!("peer line {v}"))?;
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        Ok(Case { case: case.into(), median_us: f("median_us"), p99_us: f("p99_us"), ms: f("ms"), mib: f("mib") })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    median: f64,
+    p99: f64,
+}
+
+/// Nearest-rank percentiles of microsecond samples (the Python peer computes them the same way).
+fn stats(mut samples: Vec<f64>) -> Stats {
+    samples.sort_by(f64::total_cmp);
+    let rank = |p: f64| {
+        let k = ((p * samples.len() as f64).ceil() as usize).max(1);
+        samples.get(k - 1).copied().unwrap_or(f64::NAN)
+    };
+    Stats { median: rank(0.5), p99: rank(0.99) }
+}
+
+fn time_rounds(rounds: usize, warmup: usize, mut one: impl FnMut() -> Result<()>) -> Result<Stats> {
+    for _ in 0..warmup {
+        one()?;
+    }
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        one()?;
+        samples.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(stats(samples))
+}
+
+/// Runs the benchmark and prints the table (or JSON lines).
+pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
+    if args.rounds < 1000 && !json_out {
+        eprintln!("note: --rounds {} is below the 1,000 the issue asks for", args.rounds);
+    }
+    let bin = kernelgate_binary(args.kernelgate.as_deref())?;
+    let dir = std::env::temp_dir().join(format!("kernelgate-bench-{}", std::process::id()));
+    kernelgate_zmq::files::ensure_private_dir(&dir).context("creating the bench directory")?;
+    let result = run_in(args, python, &bin, &dir, json_out);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) -> Result<()> {
+    let mut cases: Vec<Case> = Vec::new();
+
+    // Startup and fresh memory of ours: spawn -> first kernel_info reply.
+    let mut starts = Vec::new();
+    let mut fresh_rss = Vec::new();
+    for i in 0..args.starts.max(1) {
+        let file = dir.join(format!("start-{i}.json"));
+        let (kernel, ms) = start_ours(bin, &file)?;
+        starts.push(ms);
+        std::thread::sleep(Duration::from_millis(50));
+        fresh_rss.push(vmrss_mib(kernel.id())?);
+        kernel.stop()?;
+    }
+    let ours_start = median(&mut starts);
+
+    // Our long-running kernel for the round trips.
+    let file = dir.join("ours.json");
+    let (ours_kernel, _) = start_ours(bin, &file)?;
+    let mut ours = BlockingKernelClient::from_file(&file, ClientConfig::default())?;
+    ours.wait_for_ready(Duration::from_secs(30))?;
+    let execute = json!({"code": "1+1", "silent": false, "store_history": true,
+        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
+    let exec_reply = ours.request(Channel::Shell, "execute_request", execute.clone())?;
+    let info_reply = ours.request(Channel::Shell, "kernel_info_request", json!({}))?;
+
+    // The floor, with our kernel's actual reply contents.
+    let floor_exec = floor(("execute_request", &execute), ("execute_reply", &exec_reply.content), args)?;
+    let floor_info = floor(("kernel_info_request", &json!({})), ("kernel_info_reply", &info_reply.content), args)?;
+    cases.push(Case::latency("floor/execute (raw libzmq DEALER<->ROUTER, same frames)", floor_exec));
+    cases.push(Case::latency("floor/kernel_info (raw libzmq DEALER<->ROUTER, same frames)", floor_info));
+
+    // Our client -> our kernel.
+    cases.extend(our_client_cases(&mut ours, "ours", &execute, args)?);
+
+    // The Python side; it keeps an ipykernel alive for our client at the end.
+    let mut peer = Command::new(python.path())
+        .arg(workspace_root().join("python/peers/bench_kernel.py"))
+        .arg("--ours")
+        .arg(&file)
+        .args(["--rounds", &args.rounds.to_string(), "--warmup", &args.warmup.to_string()])
+        .args(["--starts", &args.starts.clamp(1, 3).to_string()])
+        .env("JUPYTER_RUNTIME_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting python/peers/bench_kernel.py")?;
+    let stdout = peer.stdout.take().ok_or_else(|| anyhow!("peer stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut ipykernel: Option<PathBuf> = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        let v: Value = serde_json::from_str(&line).with_context(|| format!("peer printed {line:?}"))?;
+        if let Some(f) = v.get("ipykernel").and_then(Value::as_str) {
+            ipykernel = Some(f.into());
+            break;
+        }
+        cases.push(Case::from_peer(&v)?);
+    }
+    let Some(ipy_file) = ipykernel else {
+        let status = peer.wait()?;
+        bail!("the Python peer ended ({status}) before handing over its ipykernel");
+    };
+    let ipy_result = (|| -> Result<Vec<Case>> {
+        let mut c = BlockingKernelClient::from_file(&ipy_file, ClientConfig::default())?;
+        c.wait_for_ready(Duration::from_secs(30))?;
+        our_client_cases(&mut c, "ipykernel", &execute, args)
+    })();
+    if let Some(mut stdin) = peer.stdin.take() {
+        let _ = writeln!(stdin, "done");
+    }
+    for line in lines {
+        let _ = line?;
+    }
+    let status = peer.wait()?;
+    cases.extend(ipy_result.context("our client -> ipykernel")?);
+    if !status.success() {
+        bail!("python/peers/bench_kernel.py failed: {status}");
+    }
+
+    let used_rss = vmrss_mib(ours_kernel.id())?;
+    drop(ours);
+    ours_kernel.stop()?;
+    cases.push(Case { case: "startup/ours".into(), ms: Some(ours_start), median_us: None, p99_us: None, mib: None });
+    cases.push(Case { case: "memory/ours (fresh)".into(), mib: Some(median(&mut fresh_rss)), median_us: None, p99_us: None, ms: None });
+    cases.push(Case { case: "memory/ours (after round trips)".into(), mib: Some(used_rss), median_us: None, p99_us: None, ms: None });
+
+    print(&cases, json_out, python);
+    Ok(())
+}
+
+/// execute, execute+idle and kernel_info from our blocking client.
+fn our_client_cases(
+    c: &mut BlockingKernelClient,
+    kernel: &str,
+    execute: &Value,
+    args: &Args,
+) -> Result<Vec<Case>> {
+    let mut out = Vec::new();
+    let s = time_rounds(args.rounds, args.warmup, || {
+        let r = c.request(Channel::Shell, "execute_request", execute.clone())?;
+        check_ok(&r)
+    })?;
+    out.push(Case::latency(&format!("execute/ours->{kernel}"), s));
+    // Drop the IOPub traffic the loop above left queued before waiting for idles.
+    c.flush_iopub(Duration::from_millis(100))?;
+    let opts = ExecuteOptions::default();
+    let s = time_rounds(args.rounds, args.warmup, || {
+        let o = c.execute("1+1", &opts, &mut ())?;
+        if o.result_text().is_none() {
+            bail!("no execute_result");
+        }
+        Ok(())
+    })?;
+    out.push(Case::latency(&format!("execute+idle/ours->{kernel}"), s));
+    let s = time_rounds(args.rounds, args.warmup, || {
+        let r = c.request(Channel::Shell, "kernel_info_request", json!({}))?;
+        check_ok(&r)
+    })?;
+    out.push(Case::latency(&format!("kernel_info/ours->{kernel}"), s));
+    Ok(out)
+}
+
+fn check_ok(reply: &Message) -> Result<()> {
+    match reply.content.get("status").and_then(Value::as_str) {
+        Some("ok") => Ok(()),
+        other => bail!("{} status {other:?}", reply.msg_type()),
+    }
+}
+
+/// The raw libzmq round trip of the same frames: DEALER here, ROUTER echoing a reply in a thread.
+fn floor(request: (&str, &Value), reply: (&str, &Value), args: &Args) -> Result<Stats> {
+    let signer = Signer::new(Scheme::Sha256, &Key::new(b"kernelgate-bench-floor-key-0123456789"))?;
+    let session = Session::new(signer, SessionConfig { replay: None, ..SessionConfig::default() });
+    let req = session.message(request.0, request.1, None)?;
+    let rep = session.message(reply.0, reply.1, Some(&req))?;
+    let req_frames = session.encode(&req)?;
+    let rep_frames = session.encode(&rep)?;
+    let ctx = ZmqContext::new()?;
+    let router = ctx.socket(SocketType::Router)?;
+    router.bind("tcp://127.0.0.1:*")?;
+    let endpoint = router.last_endpoint()?;
+    let total = args.rounds + args.warmup;
+    let echo = std::thread::spawn(move || -> Result<()> {
+        for _ in 0..total {
+            let mut frames = router.recv_multipart(false)?;
+            frames.truncate(1); // the DEALER's routing id
+            frames.extend(rep_frames.iter().cloned());
+            router.send_multipart(&frames, false)?;
+        }
+        Ok(())
+    });
+    let dealer = ctx.socket(SocketType::Dealer)?;
+    dealer.connect(&endpoint)?;
+    let stats = time_rounds(args.rounds, args.warmup, || {
+        dealer.send_multipart(&req_frames, false)?;
+        let frames = dealer.recv_multipart(false)?;
+        if frames.len() < 6 {
+            bail!("floor: short reply");
+        }
+        Ok(())
+    })?;
+    echo.join().map_err(|_| anyhow!("floor thread panicked"))??;
+    Ok(stats)
+}
+
+/// A `kernelgate kernel` child.
+struct Kernel(Child);
+
+impl Kernel {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM (a clean shutdown that removes the connection file) and wait.
+    fn stop(mut self) -> Result<()> {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let t0 = Instant::now();
+        while self.0.try_wait()?.is_none() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                bail!("our kernel did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Spawns `kernelgate kernel -f FILE` and times it to the first kernel_info reply (ms).
+fn start_ours(bin: &Path, file: &Path) -> Result<(Kernel, f64)> {
+    let t0 = Instant::now();
+    let child = Command::new(bin)
+        .args(["kernel", "--log", "warn", "-f"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut kernel = Kernel(child);
+    while !file.exists() {
+        if let Some(status) = kernel.0.try_wait()? {
+            bail!("our kernel exited ({status}) before writing {}", file.display());
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("our kernel wrote no connection file within 20 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let mut c = BlockingKernelClient::from_file(file, ClientConfig::default())?;
+    c.kernel_info()?;
+    Ok((kernel, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn vmrss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?;
+    Ok(kb / 1024.0)
+}
+
+/// The release `kernelgate` binary: `explicit`, else `<target dir>/release/kernelgate` (the target
+/// dir this bench binary lives in), brought up to date with `cargo build --release`.
+fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot find the target directory of {}", exe.display()))?;
+    let bin = target.join("release/kernelgate");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building {} (cargo build --release --bin kernelgate) ...", bin.display());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "kernelgate"])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .status()
+        .context("running cargo build --release --bin kernelgate")?;
+    if !status.success() || !bin.exists() {
+        bail!(
+            "no up-to-date kernelgate binary at {} (cargo: {status}); build it with \
+             `cargo build --release --bin kernelgate` or pass --kernelgate PATH",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The targets of issue 3, checked on the cases measured.
+fn targets(cases: &[Case]) -> Vec<(String, bool)> {
+    let med = |name: &str| cases.iter().find(|c| c.case == name).and_then(|c| c.median_us);
+    let val = |name: &str, f: fn(&Case) -> Option<f64>| cases.iter().find(|c| c.case == name).and_then(f);
+    let mut out = Vec::new();
+    let floor = med("floor/execute (raw libzmq DEALER<->ROUTER, same frames)");
+    if let (Some(o), Some(f)) = (med("execute/ours->ours"), floor) {
+        out.push((format!("execute ours->ours within 2x floor: {:.2}x", o / f), o <= 2.0 * f));
+    }
+    if let (Some(o), Some(j)) = (med("execute/ours->ours"), med("execute/jupyter_client->ipykernel")) {
+        out.push((format!("execute ours->ours >= 20x faster than jupyter_client->ipykernel: {:.1}x", j / o), j / o >= 20.0));
+    }
+    if let (Some(o), Some(j)) = (med("execute/ours->ipykernel"), med("execute/jupyter_client->ipykernel")) {
+        out.push((format!("execute ours->ipykernel faster than jupyter_client->ipykernel: {:.2}x", j / o), o < j));
+    }
+    if let Some(ms) = val("startup/ours", |c| c.ms) {
+        out.push((format!("built-in kernel ready < 20 ms: {ms:.1} ms"), ms < 20.0));
+    }
+    if let Some(mib) = val("memory/ours (after round trips)", |c| c.mib) {
+        out.push((format!("built-in kernel < 10 MiB RSS: {mib:.1} MiB"), mib < 10.0));
+    }
+    out
+}
+
+fn print(cases: &[Case], json_out: bool, python: &Python) {
+    let floor_of = |case: &str| {
+        let name = if case.starts_with("kernel_info/") {
+            "floor/kernel_info (raw libzmq DEALER<->ROUTER, same frames)"
+        } else {
+            "floor/execute (raw libzmq DEALER<->ROUTER, same frames)"
+        };
+        cases.iter().find(|c| c.case == name).and_then(|c| c.median_us)
+    };
+    let order = |c: &Case| {
+        ["floor/", "execute/", "execute+idle/", "kernel_info/", "startup/", "memory/"]
+            .iter()
+            .position(|p| c.case.starts_with(p))
+            .unwrap_or(9)
+    };
+    let mut sorted: Vec<&Case> = cases.iter().collect();
+    sorted.sort_by_key(|c| order(c));
+    if json_out {
+        for c in &sorted {
+            let mut v = json!({"case": c.case});
+            if let Some(m) = c.median_us {
+                v["median_us"] = json!(m);
+                v["p99_us"] = json!(c.p99_us);
+                v["vs_floor"] = json!(floor_of(&c.case).map(|f| m / f));
+            }
+            if let Some(ms) = c.ms {
+                v["ms"] = json!(ms);
+            }
+            if let Some(mib) = c.mib {
+                v["mib"] = json!(mib);
+            }
+            println!("{v}");
+        }
+        for (what, met) in targets(cases) {
+            println!("{}", json!({"target": what, "met": met}));
+        }
+        return;
+    }
+    println!(
+        "kernel round trips over tcp 127.0.0.1 (jupyter_client {}; nearest-rank percentiles)",
+        python.jupyter_client
+    );
+    println!("{:<58} {:>11} {:>11} {:>9}", "case", "median_us", "p99_us", "vs floor");
+    for c in &sorted {
+        match (c.median_us, c.ms, c.mib) {
+            (Some(m), _, _) => {
+                let ratio = floor_of(&c.case).map_or("-".into(), |f| format!("{:.2}x", m / f));
+                println!("{:<58} {:>11.1} {:>11.1} {:>9}", c.case, m, c.p99_us.unwrap_or(f64::NAN), ratio);
+            }
+            (None, Some(ms), _) => println!("{:<58} {:>11} ms", c.case, format!("{ms:.1}")),
+            (None, None, Some(mib)) => println!("{:<58} {:>11} MiB", c.case, format!("{mib:.1}")),
+            _ => {}
+        }
+    }
+    println!();
+    for (what, met) in targets(cases) {
+        println!("target {}: {what}", if met { "met   " } else { "MISSED" });
+    }
+}
