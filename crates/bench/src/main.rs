@@ -4,6 +4,7 @@
 //! and ours on the same work, and prints the peer's figure, ours and the ratio. A missing or broken
 //! Python environment is an error, never a skip.
 
+mod host;
 mod kernel;
 mod python;
 mod report;
@@ -34,6 +35,8 @@ enum Command {
     Wire(wire::Args),
     /// Kernel round trips (execute, kernel_info), startup and memory: ours, Jupyter's, raw libzmq.
     Kernel(kernel::Args),
+    /// `kernelgate serve`: WebSocket round trip vs jupyter_server and direct ZeroMQ; N kernels' start, idle CPU, memory.
+    Host(host::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kernel(args) => {
             let python = python::Python::locate(cli.python.as_deref())?;
             kernel::run(&args, &python, cli.json)
+        }
+        Command::Host(args) => {
+            let python = python::Python::locate(cli.python.as_deref())?;
+            host::run(&args, &python, cli.json)
         }
     }
 }

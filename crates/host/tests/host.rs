@@ -67,8 +67,17 @@ async fn rest_lifecycle_and_errors() {
     assert!(specs["kernelspecs"]["rhai"]["spec"]["argv"].is_array());
 
     let id = h.start_kernel(Some("rhai")).await;
-    let (s, m) = h.req("GET", &format!("/api/kernels/{id}"), None).await;
-    assert_eq!(s, 200);
+    // The host's own kernel_info probe makes the kernel briefly busy: wait (bounded) for idle.
+    let mut m = Value::Null;
+    for _ in 0..100 {
+        let (s, model) = h.req("GET", &format!("/api/kernels/{id}"), None).await;
+        assert_eq!(s, 200);
+        m = model;
+        if m["execution_state"] == "idle" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for f in ["id", "name", "last_activity", "execution_state", "connections"] {
         assert!(!m[f].is_null(), "model has {f}: {m}");
     }
