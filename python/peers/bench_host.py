@@ -168,15 +168,28 @@ def rss_kib(pid):
 def scale(server, n, idle_secs):
     pid = server.proc.pid
     t0 = time.perf_counter()
+    # jupyter_server reports execution_state "starting" until some request reaches the kernel (its
+    # own nudge runs when a WebSocket connects), so "ready" here is: every kernel answered a
+    # kernel_info_request over its WebSocket.
+
+    def start_one(_):
+        kid = server.req("POST", "/api/kernels", {"name": "python3"})["id"]
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/api/kernels/{kid}/channels?session_id=bench",
+            header=[f"Authorization: token {server.token}"], timeout=120)
+        ws_request(ws, "kernel_info_request", {})
+        ws.close()
+        return kid
+
     with ThreadPoolExecutor(n) as ex:
-        ids = list(ex.map(lambda _: server.req("POST", "/api/kernels", {"name": "python3"})["id"], range(n)))
+        ids = list(ex.map(start_one, range(n)))
     while True:
         ks = server.req("GET", "/api/kernels")
         idle = sum(1 for k in ks if k["id"] in ids and k["execution_state"] == "idle")
         if idle == n:
             break
-        if time.perf_counter() - t0 > 300:
-            raise SystemExit(f"only {idle} of {n} ipykernels idle after 300 s")
+        if time.perf_counter() - t0 > 120:
+            raise SystemExit(f"only {idle} of {n} ipykernels idle after 120 s: {ks}")
         time.sleep(0.02)
     ready_ms = (time.perf_counter() - t0) * 1e3
     time.sleep(0.5)
@@ -211,7 +224,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kernelgate-bench-js-")
     server = Server(tmp)
     try:
-        for r in (rtt(server, a.rounds, a.warmup), scale(server, a.kernels, a.idle_secs)):
+        for f in (lambda: rtt(server, a.rounds, a.warmup), lambda: scale(server, a.kernels, a.idle_secs)):
+            r = f()
             r["jupyter_server"] = jupyter_server.__version__
             print(json.dumps(r), flush=True)
     finally:
