@@ -47,10 +47,15 @@ pub fn path_env() -> PathEnv {
 
 /// Finds installed kernelspecs: name -> resource directory, first in search order wins.
 pub fn find_kernelspecs(env: &PathEnv) -> std::collections::BTreeMap<String, PathBuf> {
-    let listings: Vec<(PathBuf, Vec<String>)> = kernelspec::search_dirs(env)
-        .into_iter()
+    find_kernelspecs_in(&kernelspec::search_dirs(env))
+}
+
+/// Finds the kernelspecs in `dirs` (kernels directories, in priority order).
+pub fn find_kernelspecs_in(dirs: &[PathBuf]) -> std::collections::BTreeMap<String, PathBuf> {
+    let listings: Vec<(PathBuf, Vec<String>)> = dirs
+        .iter()
         .map(|dir| {
-            let names = std::fs::read_dir(&dir)
+            let names = std::fs::read_dir(dir)
                 .map(|rd| {
                     rd.filter_map(Result::ok)
                         .filter(|e| e.path().join("kernel.json").is_file())
@@ -58,7 +63,7 @@ pub fn find_kernelspecs(env: &PathEnv) -> std::collections::BTreeMap<String, Pat
                         .collect()
                 })
                 .unwrap_or_default();
-            (dir, names)
+            (dir.clone(), names)
         })
         .collect();
     kernelspec::resolve(&listings)

@@ -103,22 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let dirs = if args.kernel_dirs.is_empty() {
         super::kernelspec::find_kernelspecs(&super::kernelspec::path_env())
     } else {
-        let listings: Vec<(PathBuf, Vec<String>)> = args
-            .kernel_dirs
-            .iter()
-            .map(|d| {
-                let names = std::fs::read_dir(d)
-                    .map(|rd| {
-                        rd.filter_map(Result::ok)
-                            .filter(|e| e.path().join("kernel.json").is_file())
-                            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (d.clone(), names)
-            })
-            .collect();
-        kernelgate_wire::kernelspec::resolve(&listings)
+        super::kernelspec::find_kernelspecs_in(&args.kernel_dirs)
     };
     config.add_specs(&dirs);
     if !config.specs.contains_key(&args.default_kernel) {

@@ -180,13 +180,7 @@ impl Session {
 
     /// Serializes and signs `msg` into multipart frames.
     pub fn encode(&self, msg: &Message) -> Result<Vec<Vec<u8>>> {
-        let header = crate::json::to_vec(&msg.header)?;
-        let parent = match &msg.parent_header {
-            Some(p) => crate::json::to_vec(p)?,
-            None => b"{}".to_vec(),
-        };
-        let metadata = crate::json::to_vec(&msg.metadata)?;
-        let content = crate::json::to_vec(&msg.content)?;
+        let [header, parent, metadata, content] = serialize_parts(msg)?;
         self.sign_frames(&msg.identities, [&header, &parent, &metadata, &content], &msg.buffers)
     }
 
@@ -196,13 +190,7 @@ impl Session {
         if msg.identities.iter().any(|id| id.as_slice() == crate::frames::DELIMITER) {
             return Err(crate::Error::new(ErrorKind::MalformedFrames, "an identity equals the <IDS|MSG> delimiter"));
         }
-        let header = crate::json::to_vec(&msg.header)?;
-        let parent = match &msg.parent_header {
-            Some(p) => crate::json::to_vec(p)?,
-            None => b"{}".to_vec(),
-        };
-        let metadata = crate::json::to_vec(&msg.metadata)?;
-        let content = crate::json::to_vec(&msg.content)?;
+        let [header, parent, metadata, content] = serialize_parts(&msg)?;
         let signature = self.signer.sign(&[&header, &parent, &metadata, &content]);
         let mut frames = msg.identities;
         frames.reserve(6 + msg.buffers.len());
@@ -231,6 +219,20 @@ impl Session {
             None => 0,
         }
     }
+}
+
+/// The four signed parts of `msg`, serialized as jupyter_client would.
+fn serialize_parts(msg: &Message) -> Result<[Vec<u8>; 4]> {
+    let parent = match &msg.parent_header {
+        Some(p) => crate::json::to_vec(p)?,
+        None => b"{}".to_vec(),
+    };
+    Ok([
+        crate::json::to_vec(&msg.header)?,
+        parent,
+        crate::json::to_vec(&msg.metadata)?,
+        crate::json::to_vec(&msg.content)?,
+    ])
 }
 
 /// Decodes frames with no key and no replay check: for tools that inspect traffic, never for
