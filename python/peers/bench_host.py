@@ -4,7 +4,8 @@ Starts `python -m jupyter_server` (token in the JUPYTER_TOKEN environment variab
 private runtime/config/data directories), then prints JSON lines:
 
 - {"case": "rtt", "median_us", "p99_us", "rounds", ...}: execute_request "1+1" -> execute_reply
-  round trips over the kernel's WebSocket (legacy JSON protocol, websocket-client), after warm-up.
+  round trips over the kernel's WebSocket (legacy JSON protocol, websocket-client), after warm-up;
+  then {"case": "rtt_quickack", ...}: the same with TCP_QUICKACK set before every read (diagnostic).
 - {"case": "scale", "kernels", "ready_ms", "server_cpu_pct", "kernels_cpu_pct", "server_rss_mib",
   "per_kernel_rss_mib", "delete_ms"}: N ipykernels started through POST /api/kernels (concurrently),
   time until GET /api/kernels shows all idle, CPU over the idle window, memory, deletion.
@@ -90,11 +91,14 @@ def header(msg_type):
             "date": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()), "version": "5.4"}
 
 
-def ws_request(ws, msg_type, content):
+def ws_request(ws, msg_type, content, quickack=False):
     h = header(msg_type)
     ws.send(json.dumps({"channel": "shell", "header": h, "parent_header": {}, "metadata": {}, "content": content}))
     want = msg_type.replace("_request", "_reply")
     while True:
+        if quickack:
+            # Linux clears TCP_QUICKACK after use: set it before every read.
+            ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         m = json.loads(ws.recv())
         if m.get("channel") == "shell" and m["parent_header"].get("msg_id") == h["msg_id"] and m["header"]["msg_type"] == want:
             return m
@@ -113,18 +117,21 @@ def rtt(server, rounds, warmup):
     ws_request(ws, "kernel_info_request", {})
     content = {"code": "1+1", "silent": False, "store_history": True, "user_expressions": {},
                "allow_stdin": False, "stop_on_error": True}
-    out = []
-    for i in range(warmup + rounds):
-        t = time.perf_counter()
-        r = ws_request(ws, "execute_request", content)
-        us = (time.perf_counter() - t) * 1e6
-        if r["content"]["status"] != "ok":
-            raise SystemExit(f"execute_reply {r['content']}")
-        if i >= warmup:
-            out.append(us)
+    res = []
+    for case, quickack in (("rtt", False), ("rtt_quickack", True)):
+        out = []
+        for i in range(warmup + rounds):
+            t = time.perf_counter()
+            r = ws_request(ws, "execute_request", content, quickack)
+            us = (time.perf_counter() - t) * 1e6
+            if r["content"]["status"] != "ok":
+                raise SystemExit(f"execute_reply {r['content']}")
+            if i >= warmup:
+                out.append(us)
+        res.append({"case": case, "median_us": pct(out, 0.5), "p99_us": pct(out, 0.99), "rounds": len(out)})
     ws.close()
     server.req("DELETE", f"/api/kernels/{kid}")
-    return {"case": "rtt", "median_us": pct(out, 0.5), "p99_us": pct(out, 0.99), "rounds": len(out)}
+    return res
 
 
 def stat(pid):
@@ -224,8 +231,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kernelgate-bench-js-")
     server = Server(tmp)
     try:
-        for f in (lambda: rtt(server, a.rounds, a.warmup), lambda: scale(server, a.kernels, a.idle_secs)):
-            r = f()
+        for r in rtt(server, a.rounds, a.warmup) + [scale(server, a.kernels, a.idle_secs)]:
             r["jupyter_server"] = jupyter_server.__version__
             print(json.dumps(r), flush=True)
     finally:

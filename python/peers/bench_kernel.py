@@ -55,10 +55,10 @@ def round_trips(kc, what, rounds, warmup):
             "n": len(samples)}
 
 
-def vmrss_mib(pid):
+def vmrss_mib(pid, field="VmRSS:"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024.0
     raise RuntimeError(f"no VmRSS for {pid}")
 
@@ -107,6 +107,7 @@ def main():
 
     pid = km.provisioner.process.pid
     emit({"case": "memory/ipykernel", "mib": vmrss_mib(pid)})
+    emit({"case": "memory/ipykernel RssAnon", "mib": vmrss_mib(pid, "RssAnon:")})
     emit({"ipykernel": km.connection_file, "pid": pid})
     sys.stdin.readline()
     kc.stop_channels()

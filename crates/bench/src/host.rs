@@ -3,7 +3,10 @@
 //! - Execute round trip ("1+1", `execute_request` -> `execute_reply`) over the WebSocket (legacy
 //!   JSON protocol) through `kernelgate serve` to a built-in kernel; against the same through
 //!   jupyter_server to an ipykernel (`python/peers/bench_host.py`, websocket-client); and against
-//!   our direct ZeroMQ client (`BlockingKernelClient`) to a built-in kernel, the floor.
+//!   our direct ZeroMQ client (`BlockingKernelClient`) to a built-in kernel, the floor. The
+//!   `rtt-quickack` rows repeat both WebSocket cases with TCP_QUICKACK set on the client socket
+//!   before every read: a diagnostic that removes the ~40 ms a server without TCP_NODELAY loses to
+//!   the client's delayed ACK (Nagle) on every multi-frame reply.
 //! - Scale: N built-in kernels started through `POST /api/kernels` (N = 10, 100, and 1000 with
 //!   `--max-kernels 1000`): time until all report `execution_state: idle`, host CPU while they sit
 //!   idle, RSS of the host and per kernel; the anchor is jupyter_server with 8 ipykernels.
@@ -108,7 +111,7 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
     // Ours: kernelgate serve.
     let host = Host::start(&bin, dir.path())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let ws = rt.block_on(ws_rtt(&host, args))?;
+    let (ws, wsq) = rt.block_on(ws_rtt(&host, args))?;
 
     let (wm, wp) = (pct(&ws, 0.5), pct(&ws, 0.99));
     let (fm, fp) = (pct(&floor, 0.5), pct(&floor, 0.99));
@@ -127,6 +130,14 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
             .target("<= 1.5x", wm / fm <= 1.5),
     );
     cases.push(Case::new("rtt/ws kernelgate vs zmq direct (p99)".into(), "us", wp).peer("zmq direct (floor)", Some(fp)).overhead());
+    // Diagnostic: the same with TCP_QUICKACK on the client socket, which takes the ~40 ms of
+    // delayed ACK x Nagle (a server socket without TCP_NODELAY) out of each round trip.
+    let (qm, qp) = (pct(&wsq, 0.5), pct(&wsq, 0.99));
+    let (jqm, jqp) = (pget("rtt_quickack", "median_us"), pget("rtt_quickack", "p99_us"));
+    cases.push(Case::new("rtt-quickack/ws vs jupyter_server (median)".into(), "us", qm).peer(&js, jqm).target(">= 10x", jqm.is_some_and(|j| j / qm >= 10.0)));
+    cases.push(Case::new("rtt-quickack/ws vs jupyter_server (p99)".into(), "us", qp).peer(&js, jqp));
+    cases.push(Case::new("rtt-quickack/ws vs zmq direct (median)".into(), "us", qm).peer("zmq direct (floor)", Some(fm)).overhead().target("<= 1.5x", qm / fm <= 1.5));
+    cases.push(Case::new("rtt-quickack/ws vs zmq direct (p99)".into(), "us", qp).peer("zmq direct (floor)", Some(fp)).overhead());
 
     let pn = args.peer_kernels;
     let anchor = format!("{js} + ipykernel, N={pn}");
@@ -366,8 +377,6 @@ fn run_peer(python: &Python, args: &Args) -> Result<Vec<Value>> {
 
 struct Host {
     proc: Proc,
-    /// `http://127.0.0.1:PORT`
-    base: String,
     /// `host:port`
     addr: String,
     token: String,
@@ -402,7 +411,7 @@ impl Host {
         // http://127.0.0.1:PORT/?token=...
         let base = line.split("/?").next().unwrap_or("").trim().to_owned();
         let addr = base.strip_prefix("http://").ok_or_else(|| anyhow!("kernelgate serve printed no URL (got {line:?})"))?.to_owned();
-        Ok(Host { proc, base, addr, token })
+        Ok(Host { proc, addr, token })
     }
 
     fn stop(self) {
@@ -453,9 +462,9 @@ fn dechunk(s: &str) -> String {
     out
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value) -> Result<Value> {
+async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value, quickack: bool) -> Result<Value> {
     *seq += 1;
     let id = format!("bench-{}-{seq}", std::process::id());
     let m = json!({"channel": "shell",
@@ -464,6 +473,10 @@ async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value)
     ws.send(WsMessage::Text(m.to_string().into())).await?;
     let reply_type = msg_type.replace("_request", "_reply");
     loop {
+        if quickack {
+            // Linux clears TCP_QUICKACK after use: set it before every read.
+            socket2::SockRef::from(ws.get_ref()).set_tcp_quickack(true)?;
+        }
         let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .map_err(|_| anyhow!("no {reply_type} within 30 s"))?
@@ -476,17 +489,22 @@ async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value)
     }
 }
 
-async fn ws_rtt(host: &Host, args: &Args) -> Result<Vec<f64>> {
+/// (plain round trips, round trips with TCP_QUICKACK on the client socket).
+async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
     let id = host.start_kernel().await?;
     let url = format!("ws://{}/api/kernels/{id}/channels?session_id=bench", host.addr);
     let mut req = url.into_client_request()?;
     req.headers_mut().insert("Authorization", format!("token {}", host.token).parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.context("WebSocket connect to kernelgate serve")?;
+    // TCP_NODELAY on our side (as websocket-client does): without it Nagle holds a frame's second
+    // write until the peer's delayed ACK, ~40 ms per round trip.
+    let tcp = tokio::net::TcpStream::connect(&host.addr).await?;
+    tcp.set_nodelay(true)?;
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.context("WebSocket connect to kernelgate serve")?;
     let mut seq = 0;
     // Ready: the first kernel_info reply (retried while the kernel starts).
     let t0 = Instant::now();
     loop {
-        match ws_request(&mut ws, &mut seq, "kernel_info_request", &json!({})).await {
+        match ws_request(&mut ws, &mut seq, "kernel_info_request", &json!({}), false).await {
             Ok(_) => break,
             Err(e) if t0.elapsed() < Duration::from_secs(30) => {
                 let _ = e;
@@ -496,15 +514,18 @@ async fn ws_rtt(host: &Host, args: &Args) -> Result<Vec<f64>> {
     }
     let execute = execute_content();
     let mut out = Vec::with_capacity(args.rounds);
-    for i in 0..args.warmup + args.rounds {
-        let t = Instant::now();
-        let r = ws_request(&mut ws, &mut seq, "execute_request", &execute).await?;
-        let us = t.elapsed().as_secs_f64() * 1e6;
-        if r["content"]["status"] != "ok" {
-            bail!("ws: execute_reply {}", r["content"]);
-        }
-        if i >= args.warmup {
-            out.push(us);
+    let mut quick = Vec::with_capacity(args.rounds);
+    for quickack in [false, true] {
+        for i in 0..args.warmup + args.rounds {
+            let t = Instant::now();
+            let r = ws_request(&mut ws, &mut seq, "execute_request", &execute, quickack).await?;
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            if r["content"]["status"] != "ok" {
+                bail!("ws: execute_reply {}", r["content"]);
+            }
+            if i >= args.warmup {
+                if quickack { &mut quick } else { &mut out }.push(us);
+            }
         }
     }
     let _ = ws.close(None).await;
@@ -512,7 +533,7 @@ async fn ws_rtt(host: &Host, args: &Args) -> Result<Vec<f64>> {
     if st / 100 != 2 {
         bail!("DELETE kernel: {st} {v}");
     }
-    Ok(out)
+    Ok((out, quick))
 }
 
 struct Scale {
@@ -581,7 +602,7 @@ async fn scale(host: &Host, n: usize, args: &Args) -> Result<Scale> {
 
     let t1 = Instant::now();
     for chunk in ids.chunks(CONCURRENCY) {
-        let rs = futures_util::future::join_all(chunk.iter().map(|id| host.http("DELETE", &format!("/api/kernels/{id}"), None))).await;
+        let rs = futures_util::future::join_all(chunk.iter().map(|id| async move { host.http("DELETE", &format!("/api/kernels/{id}"), None).await })).await;
         for r in rs {
             let (st, v) = r?;
             if st / 100 != 2 {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use kernelgate_client::{BlockingKernelClient, Channel, ClientConfig, ExecuteOptions};
-use kernelgate_wire::{Key, Message, Scheme, Session, SessionConfig, Signer};
+use kernelgate_wire::{ConnectionInfo, Key, Message, Scheme, Session, SessionConfig, Signer};
 use kernelgate_zmq::{Context as ZmqContext, SocketType};
 use serde_json::{json, Value};
 
@@ -44,6 +44,9 @@ pub struct Args {
     /// The `kernelgate` binary (default: next to this one, built with cargo if missing).
     #[arg(long, value_name = "PATH")]
     kernelgate: Option<PathBuf>,
+    /// Only our cases and the floor, no Python peer (for profiling; not a comparison).
+    #[arg(long)]
+    ours_only: bool,
 }
 
 /// One result line.
@@ -140,10 +143,28 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     let floor_info = floor(("kernel_info_request", &json!({})), ("kernel_info_reply", &info_reply.content), args)?;
     cases.push(Case::latency("floor/execute (raw libzmq DEALER<->ROUTER, same frames)", floor_exec));
     cases.push(Case::latency("floor/kernel_info (raw libzmq DEALER<->ROUTER, same frames)", floor_info));
+    // Not the floor of the targets: the same, plus the IOPub messages the protocol makes a kernel
+    // publish around the request (what it costs the transport, with no kernel logic at all).
+    let busy = ("status", json!({"execution_state": "busy"}));
+    let input = ("execute_input", json!({"code": "1+1", "execution_count": 1}));
+    let result = ("execute_result", json!({"execution_count": 1, "data": {"text/plain": "2"}, "metadata": {}}));
+    let s = floor_with_iopub(("execute_request", &execute), ("execute_reply", &exec_reply.content), &[busy.clone(), input, result], args)?;
+    cases.push(Case::latency("floor+iopub/execute (same + busy,input,result,idle on PUB)", s));
+    let s = floor_with_iopub(("kernel_info_request", &json!({})), ("kernel_info_reply", &info_reply.content), &[busy], args)?;
+    cases.push(Case::latency("floor+iopub/kernel_info (same + busy,idle on PUB)", s));
 
     // Our client -> our kernel.
     cases.extend(our_client_cases(&mut ours, "ours", &execute, args)?);
+    // Where the time goes: each side against a minimal counterpart (sign/verify only, blocking).
+    let info = ours.inner().connection_info().clone();
+    let s = minimal_client(&info, &execute, args)?;
+    cases.push(Case::latency("split/execute minimal client->ours", s));
+    let s = our_client_to_minimal_kernel(&info, &exec_reply.content, args)?;
+    cases.push(Case::latency("split/execute ours->minimal kernel", s));
 
+    if args.ours_only {
+        return finish(cases, ours, ours_kernel, ours_start, fresh_rss, json_out, python);
+    }
     // The Python side; it keeps an ipykernel alive for our client at the end.
     let mut peer = Command::new(python.path())
         .arg(workspace_root().join("python/peers/bench_kernel.py"))
@@ -190,12 +211,27 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         bail!("python/peers/bench_kernel.py failed: {status}");
     }
 
+    finish(cases, ours, ours_kernel, ours_start, fresh_rss, json_out, python)
+}
+
+fn finish(
+    mut cases: Vec<Case>,
+    ours: BlockingKernelClient,
+    ours_kernel: Kernel,
+    ours_start: f64,
+    mut fresh_rss: Vec<f64>,
+    json_out: bool,
+    python: &Python,
+) -> Result<()> {
     let used_rss = vmrss_mib(ours_kernel.id())?;
+    let used_anon = status_mib(ours_kernel.id(), "RssAnon:")?;
     drop(ours);
     ours_kernel.stop()?;
     cases.push(Case { case: "startup/ours".into(), ms: Some(ours_start), median_us: None, p99_us: None, mib: None });
     cases.push(Case { case: "memory/ours (fresh)".into(), mib: Some(median(&mut fresh_rss)), median_us: None, p99_us: None, ms: None });
     cases.push(Case { case: "memory/ours (after round trips)".into(), mib: Some(used_rss), median_us: None, p99_us: None, ms: None });
+    // Anonymous memory: what each further kernel adds (the binary's text pages are shared).
+    cases.push(Case { case: "memory/ours RssAnon (after round trips)".into(), mib: Some(used_anon), median_us: None, p99_us: None, ms: None });
 
     print(&cases, json_out, python);
     Ok(())
@@ -233,6 +269,69 @@ fn our_client_cases(
     Ok(out)
 }
 
+/// A blocking DEALER that signs a fresh execute_request per round and waits for any reply (no
+/// verification), with an unread SUB on IOPub: our kernel's cost on top of the floor.
+fn minimal_client(info: &ConnectionInfo, execute: &Value, args: &Args) -> Result<Stats> {
+    let session = Session::new(info.signer(false)?, SessionConfig { replay: None, ..SessionConfig::default() });
+    let ctx = ZmqContext::new()?;
+    let sub = ctx.socket(SocketType::Sub)?;
+    sub.subscribe(b"")?;
+    sub.connect(&info.endpoint(Channel::IoPub))?;
+    let dealer = ctx.socket(SocketType::Dealer)?;
+    dealer.connect(&info.endpoint(Channel::Shell))?;
+    std::thread::sleep(Duration::from_millis(200));
+    time_rounds(args.rounds, args.warmup, || {
+        let msg = session.message("execute_request", execute, None)?;
+        dealer.send_multipart(&session.encode(&msg)?, false)?;
+        let _ = dealer.recv_multipart(false)?;
+        Ok(())
+    })
+}
+
+/// Our blocking client against a minimal kernel: a thread that verifies each request and answers a
+/// signed reply, publishing nothing: our client's cost on top of the floor.
+fn our_client_to_minimal_kernel(info: &ConnectionInfo, reply: &Value, args: &Args) -> Result<Stats> {
+    let ctx = ZmqContext::new()?;
+    let bind = |ty| -> Result<(kernelgate_zmq::Socket, u16)> {
+        let s = ctx.socket(ty)?;
+        s.bind("tcp://127.0.0.1:*")?;
+        let ep = s.last_endpoint()?;
+        let port = ep.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("{ep}"))?;
+        Ok((s, port))
+    };
+    let (shell, shell_port) = bind(SocketType::Router)?;
+    let (_iopub, iopub_port) = bind(SocketType::Pub)?;
+    let (_stdin, stdin_port) = bind(SocketType::Router)?;
+    let (_control, control_port) = bind(SocketType::Router)?;
+    let (_hb, hb_port) = bind(SocketType::Rep)?;
+    let mut minimal = info.clone();
+    minimal.shell_port = shell_port;
+    minimal.iopub_port = iopub_port;
+    minimal.stdin_port = stdin_port;
+    minimal.control_port = control_port;
+    minimal.hb_port = hb_port;
+    let session = Session::new(info.signer(false)?, SessionConfig::default());
+    let total = args.rounds + args.warmup;
+    let reply = reply.clone();
+    let kernel = std::thread::spawn(move || -> Result<()> {
+        for _ in 0..total {
+            let req = session.receive(shell.recv_multipart(false)?)?.into_inner();
+            let mut rep = session.message("execute_reply", &reply, Some(&req))?;
+            rep.identities = req.identities.clone();
+            shell.send_multipart(&session.encode(&rep)?, false)?;
+        }
+        Ok(())
+    });
+    let mut c = BlockingKernelClient::connect(minimal, ClientConfig::default())?;
+    let execute = json!({"code": "1+1", "silent": false, "store_history": true,
+        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
+    let s = time_rounds(args.rounds, args.warmup, || {
+        c.request(Channel::Shell, "execute_request", execute.clone()).map(drop).map_err(Into::into)
+    })?;
+    kernel.join().map_err(|_| anyhow!("minimal kernel panicked"))??;
+    Ok(s)
+}
+
 fn check_ok(reply: &Message) -> Result<()> {
     match reply.content.get("status").and_then(Value::as_str) {
         Some("ok") => Ok(()),
@@ -242,23 +341,58 @@ fn check_ok(reply: &Message) -> Result<()> {
 
 /// The raw libzmq round trip of the same frames: DEALER here, ROUTER echoing a reply in a thread.
 fn floor(request: (&str, &Value), reply: (&str, &Value), args: &Args) -> Result<Stats> {
+    floor_with_iopub(request, reply, &[], args)
+}
+
+/// [`floor`] plus the request's IOPub traffic: before the reply the ROUTER thread publishes the
+/// `before` messages (e.g. busy, execute_input, execute_result) on a PUB, after it an `idle`, to a
+/// SUB of this thread that nobody reads (as the `execute/` cases leave IOPub unread).
+fn floor_with_iopub(
+    request: (&str, &Value),
+    reply: (&str, &Value),
+    before: &[(&str, Value)],
+    args: &Args,
+) -> Result<Stats> {
     let signer = Signer::new(Scheme::Sha256, &Key::new(b"kernelgate-bench-floor-key-0123456789"))?;
     let session = Session::new(signer, SessionConfig { replay: None, ..SessionConfig::default() });
     let req = session.message(request.0, request.1, None)?;
     let rep = session.message(reply.0, reply.1, Some(&req))?;
     let req_frames = session.encode(&req)?;
     let rep_frames = session.encode(&rep)?;
+    let publish = |msg_type: &str, content: &Value| -> Result<Vec<Vec<u8>>> {
+        let mut m = session.message(msg_type, content, Some(&req))?;
+        m.identities = vec![format!("kernel.bench.{msg_type}").into_bytes()];
+        Ok(session.encode(&m)?)
+    };
+    let with_iopub = !before.is_empty();
+    let pre: Vec<Vec<Vec<u8>>> =
+        before.iter().map(|(t, c)| publish(t, c)).collect::<Result<_>>()?;
+    let idle = publish("status", &json!({"execution_state": "idle"}))?;
     let ctx = ZmqContext::new()?;
     let router = ctx.socket(SocketType::Router)?;
     router.bind("tcp://127.0.0.1:*")?;
     let endpoint = router.last_endpoint()?;
+    let pubsock = ctx.socket(SocketType::Pub)?;
+    pubsock.bind("tcp://127.0.0.1:*")?;
+    let pub_endpoint = pubsock.last_endpoint()?;
+    let sub = ctx.socket(SocketType::Sub)?;
+    sub.subscribe(b"")?;
+    sub.connect(&pub_endpoint)?;
     let total = args.rounds + args.warmup;
     let echo = std::thread::spawn(move || -> Result<()> {
         for _ in 0..total {
             let mut frames = router.recv_multipart(false)?;
+            if with_iopub {
+                for m in &pre {
+                    pubsock.send_multipart(m, false)?;
+                }
+            }
             frames.truncate(1); // the DEALER's routing id
             frames.extend(rep_frames.iter().cloned());
             router.send_multipart(&frames, false)?;
+            if with_iopub {
+                pubsock.send_multipart(&idle, false)?;
+            }
         }
         Ok(())
     });
@@ -339,13 +473,18 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn vmrss_mib(pid: u32) -> Result<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A `... kB` field of /proc/PID/status, in MiB.
+fn status_mib(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?;
+        .ok_or_else(|| anyhow!("no {field} for pid {pid}"))?;
     Ok(kb / 1024.0)
 }
 
@@ -406,7 +545,7 @@ fn targets(cases: &[Case]) -> Vec<(String, bool)> {
 
 fn print(cases: &[Case], json_out: bool, python: &Python) {
     let floor_of = |case: &str| {
-        let name = if case.starts_with("kernel_info/") {
+        let name = if case.contains("kernel_info") {
             "floor/kernel_info (raw libzmq DEALER<->ROUTER, same frames)"
         } else {
             "floor/execute (raw libzmq DEALER<->ROUTER, same frames)"
@@ -414,7 +553,7 @@ fn print(cases: &[Case], json_out: bool, python: &Python) {
         cases.iter().find(|c| c.case == name).and_then(|c| c.median_us)
     };
     let order = |c: &Case| {
-        ["floor/", "execute/", "execute+idle/", "kernel_info/", "startup/", "memory/"]
+        ["floor/", "floor+iopub/", "split/", "execute/", "execute+idle/", "kernel_info/", "startup/", "memory/"]
             .iter()
             .position(|p| c.case.starts_with(p))
             .unwrap_or(9)
