@@ -444,7 +444,7 @@ impl Host {
         if st / 100 != 2 {
             bail!("POST /api/kernels: {st} {v}");
         }
-        v["id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("POST /api/kernels returned no id: {v}"))
+        v.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("POST /api/kernels returned no id: {v}"))
     }
 }
 
@@ -483,7 +483,8 @@ async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value,
             .ok_or_else(|| anyhow!("WebSocket closed"))??;
         let WsMessage::Text(t) = frame else { continue };
         let v: Value = serde_json::from_str(t.as_str())?;
-        if v["channel"] == "shell" && v["parent_header"]["msg_id"] == id.as_str() && v["header"]["msg_type"] == reply_type.as_str() {
+        let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str);
+        if field("/channel") == Some("shell") && field("/parent_header/msg_id") == Some(id.as_str()) && field("/header/msg_type") == Some(reply_type.as_str()) {
             return Ok(v);
         }
     }
@@ -520,8 +521,8 @@ async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
             let t = Instant::now();
             let r = ws_request(&mut ws, &mut seq, "execute_request", &execute, quickack).await?;
             let us = t.elapsed().as_secs_f64() * 1e6;
-            if r["content"]["status"] != "ok" {
-                bail!("ws: execute_reply {}", r["content"]);
+            if r.pointer("/content/status").and_then(Value::as_str) != Some("ok") {
+                bail!("ws: execute_reply {}", r.get("content").unwrap_or(&Value::Null));
             }
             if i >= args.warmup {
                 if quickack { &mut quick } else { &mut out }.push(us);
