@@ -18,7 +18,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -28,7 +28,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::python::{workspace_root, Python};
+use crate::procs::{kernelgate_binary, start_builtin_kernel, vmrss_mib, Child};
+use crate::python::Python;
 
 /// Options of `kernelgate-bench host`.
 #[derive(Debug, clap::Args)]
@@ -94,7 +95,7 @@ impl Case {
 
 /// Runs the benchmark and prints the table (or JSON lines).
 pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
-    let bin = kernelgate_bin()?;
+    let bin = kernelgate_binary(None)?;
     let dir = TempDir::new()?;
     let mut cases = Vec::new();
 
@@ -216,31 +217,6 @@ fn pct(samples: &[f64], q: f64) -> f64 {
     v.get(i.min(v.len() - 1)).copied().unwrap_or(f64::NAN)
 }
 
-/// `target/release/kernelgate`: `$CARGO_TARGET_DIR/release/kernelgate` if set, else
-/// `<workspace>/target/release/kernelgate`, else next to this binary.
-fn kernelgate_bin() -> Result<PathBuf> {
-    let root = workspace_root();
-    let mut candidates = Vec::new();
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        let t = PathBuf::from(t);
-        candidates.push(if t.is_absolute() { t } else { root.join(t) }.join("release/kernelgate"));
-    }
-    candidates.push(root.join("target/release/kernelgate"));
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        if dir.ends_with("release") {
-            candidates.push(dir.join("kernelgate"));
-        }
-    }
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        anyhow!(
-            "the release kernelgate binary is missing (looked at {}); run `cargo build --release` \
-             (with the same CARGO_TARGET_DIR) first",
-            list.join(", ")
-        )
-    })
-}
-
 /// A private temporary directory (0700), removed on drop.
 struct TempDir(PathBuf);
 
@@ -270,61 +246,13 @@ fn random_token() -> Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// A child process killed (SIGTERM, then SIGKILL) on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if !matches!(self.0.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The floor: direct ZeroMQ.
 
 fn floor_rtt(bin: &Path, dir: &Path, args: &Args) -> Result<Vec<f64>> {
     let file = dir.join("floor.json");
-    let child = Command::new(bin)
-        .args(["kernel", "--log", "warn", "-f"])
-        .arg(&file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let mut kernel = Proc(child);
-    let t0 = Instant::now();
-    let mut client = loop {
-        if let Some(status) = kernel.0.try_wait()? {
-            bail!("our kernel exited ({status}) before writing {}", file.display());
-        }
-        if file.exists() {
-            if let Ok(c) = BlockingKernelClient::from_file(&file, ClientConfig::default()) {
-                break c;
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(20) {
-            bail!("our kernel wrote no usable connection file within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let kernel = start_builtin_kernel(bin, &file)?;
+    let mut client = BlockingKernelClient::from_file(&file, ClientConfig::default())?;
     client.wait_for_ready(Duration::from_secs(30))?;
     let execute = execute_content();
     let mut out = Vec::with_capacity(args.rounds);
@@ -376,7 +304,7 @@ fn run_peer(python: &Python, args: &Args) -> Result<Vec<Value>> {
 // Ours: kernelgate serve.
 
 struct Host {
-    proc: Proc,
+    proc: Child,
     /// `host:port`
     addr: String,
     token: String,
@@ -404,7 +332,7 @@ impl Host {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {} serve", bin.display()))?;
-        let mut proc = Proc(child);
+        let mut proc = Child(child);
         let stdout = proc.0.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -594,9 +522,9 @@ async fn scale(host: &Host, n: usize, args: &Args) -> Result<Scale> {
     let (h1, k1) = (cpu_ticks(pid), kids.iter().map(|k| cpu_ticks(*k)).sum::<u64>());
     let host_cpu_pct = (h1.saturating_sub(h0)) as f64 / hz / wall * 100.0;
     let kernels_cpu_pct = (k1.saturating_sub(k0)) as f64 / hz / wall * 100.0;
-    let host_rss_mib = rss_kib(pid) as f64 / 1024.0;
+    let host_rss_mib = rss_mib(pid);
     let kids = children(pid);
-    let per_kernel_rss_mib = if kids.is_empty() { f64::NAN } else { kids.iter().map(|k| rss_kib(*k)).sum::<u64>() as f64 / 1024.0 / kids.len() as f64 };
+    let per_kernel_rss_mib = if kids.is_empty() { f64::NAN } else { kids.iter().map(|k| rss_mib(*k)).sum::<f64>() / kids.len() as f64 };
     if kids.len() != n {
         eprintln!("kernelgate-bench: note: {} kernel processes under the host for N={n}", kids.len());
     }
@@ -652,11 +580,9 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+/// Resident memory in MiB, 0 for a process that is gone.
+fn rss_mib(pid: u32) -> f64 {
+    vmrss_mib(pid).unwrap_or(0.0)
 }
 
 fn clk_tck() -> f64 {

@@ -18,7 +18,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,6 +27,7 @@ use kernelgate_wire::{ConnectionInfo, Key, Message, Scheme, Session, SessionConf
 use kernelgate_zmq::{Context as ZmqContext, SocketType};
 use serde_json::{json, Value};
 
+use crate::procs::{kernelgate_binary, start_builtin_kernel, status_mib, vmrss_mib, Child};
 use crate::python::{workspace_root, Python};
 
 /// Options of `kernel`.
@@ -123,7 +124,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         let (kernel, ms) = start_ours(bin, &file)?;
         starts.push(ms);
         std::thread::sleep(Duration::from_millis(50));
-        fresh_rss.push(vmrss_mib(kernel.id())?);
+        fresh_rss.push(vmrss_mib(kernel.pid())?);
         kernel.stop()?;
     }
     let ours_start = median(&mut starts);
@@ -217,14 +218,14 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
 fn finish(
     mut cases: Vec<Case>,
     ours: BlockingKernelClient,
-    ours_kernel: Kernel,
+    ours_kernel: Child,
     ours_start: f64,
     mut fresh_rss: Vec<f64>,
     json_out: bool,
     python: &Python,
 ) -> Result<()> {
-    let used_rss = vmrss_mib(ours_kernel.id())?;
-    let used_anon = status_mib(ours_kernel.id(), "RssAnon:")?;
+    let used_rss = vmrss_mib(ours_kernel.pid())?;
+    let used_anon = status_mib(ours_kernel.pid(), "RssAnon:")?;
     drop(ours);
     ours_kernel.stop()?;
     cases.push(Case { case: "startup/ours".into(), ms: Some(ours_start), median_us: None, p99_us: None, mib: None });
@@ -410,58 +411,10 @@ fn floor_with_iopub(
     Ok(stats)
 }
 
-/// A `kernelgate kernel` child.
-struct Kernel(Child);
-
-impl Kernel {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// SIGTERM (a clean shutdown that removes the connection file) and wait.
-    fn stop(mut self) -> Result<()> {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let t0 = Instant::now();
-        while self.0.try_wait()?.is_none() {
-            if t0.elapsed() > Duration::from_secs(10) {
-                bail!("our kernel did not stop within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// Spawns `kernelgate kernel -f FILE` and times it to the first kernel_info reply (ms).
-fn start_ours(bin: &Path, file: &Path) -> Result<(Kernel, f64)> {
+fn start_ours(bin: &Path, file: &Path) -> Result<(Child, f64)> {
     let t0 = Instant::now();
-    let child = Command::new(bin)
-        .args(["kernel", "--log", "warn", "-f"])
-        .arg(file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let mut kernel = Kernel(child);
-    while !file.exists() {
-        if let Some(status) = kernel.0.try_wait()? {
-            bail!("our kernel exited ({status}) before writing {}", file.display());
-        }
-        if t0.elapsed() > Duration::from_secs(20) {
-            bail!("our kernel wrote no connection file within 20 s");
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let kernel = start_builtin_kernel(bin, file)?;
     let mut c = BlockingKernelClient::from_file(file, ClientConfig::default())?;
     c.kernel_info()?;
     Ok((kernel, t0.elapsed().as_secs_f64() * 1e3))
@@ -470,53 +423,6 @@ fn start_ours(bin: &Path, file: &Path) -> Result<(Kernel, f64)> {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn vmrss_mib(pid: u32) -> Result<f64> {
-    status_mib(pid, "VmRSS:")
-}
-
-/// A `... kB` field of /proc/PID/status, in MiB.
-fn status_mib(pid: u32, field: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .ok_or_else(|| anyhow!("no {field} for pid {pid}"))?;
-    Ok(kb / 1024.0)
-}
-
-/// The release `kernelgate` binary: `explicit`, else `<target dir>/release/kernelgate` (the target
-/// dir this bench binary lives in), brought up to date with `cargo build --release`.
-fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe()?;
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("cannot find the target directory of {}", exe.display()))?;
-    let bin = target.join("release/kernelgate");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building {} (cargo build --release --bin kernelgate) ...", bin.display());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--bin", "kernelgate"])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .status()
-        .context("running cargo build --release --bin kernelgate")?;
-    if !status.success() || !bin.exists() {
-        bail!(
-            "no up-to-date kernelgate binary at {} (cargo: {status}); build it with \
-             `cargo build --release --bin kernelgate` or pass --kernelgate PATH",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }
 
 /// The targets of issue 3, checked on the cases measured.

@@ -6,6 +6,7 @@
 
 mod host;
 mod kernel;
+mod procs;
 mod python;
 mod report;
 mod wire;

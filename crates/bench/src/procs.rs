@@ -1,0 +1,127 @@
+//! Child processes and /proc readings shared by the `kernel` and `host` benchmarks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::python::workspace_root;
+
+/// A child process stopped on drop: SIGTERM (so a kernel or host cleans up), then SIGKILL if it
+/// has not exited within 10 s.
+pub struct Child(pub std::process::Child);
+
+impl Child {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM and wait for the exit; an error if it takes more than 10 s.
+    pub fn stop(mut self) -> Result<()> {
+        if self.terminate_and_wait(Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            bail!("pid {} did not stop within 10 s of SIGTERM", self.pid())
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace`; true when the process has exited.
+    fn terminate_and_wait(&mut self, grace: Duration) -> bool {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return true;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let t0 = Instant::now();
+        while t0.elapsed() < grace {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.terminate_and_wait(Duration::from_secs(10)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Spawns the built-in kernel, `kernelgate kernel -f FILE`, and waits until it has written its
+/// connection file (atomically, so an existing file is complete).
+pub fn start_builtin_kernel(bin: &Path, file: &Path) -> Result<Child> {
+    let t0 = Instant::now();
+    let child = Command::new(bin)
+        .args(["kernel", "--log", "warn", "-f"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut kernel = Child(child);
+    while !file.exists() {
+        if let Some(status) = kernel.0.try_wait()? {
+            bail!("our kernel exited ({status}) before writing {}", file.display());
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("our kernel wrote no connection file within 20 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(kernel)
+}
+
+/// A `... kB` field of /proc/PID/status (e.g. `VmRSS:`), in MiB.
+pub fn status_mib(pid: u32, field: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no {field} for pid {pid}"))?;
+    Ok(kb / 1024.0)
+}
+
+/// Resident memory of `pid` in MiB.
+pub fn vmrss_mib(pid: u32) -> Result<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The release `kernelgate` binary: `explicit`, else `<target dir>/release/kernelgate` (the target
+/// dir this bench binary lives in), brought up to date with `cargo build --release`.
+pub fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot find the target directory of {}", exe.display()))?;
+    let bin = target.join("release/kernelgate");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building {} (cargo build --release --bin kernelgate) ...", bin.display());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "kernelgate"])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .status()
+        .context("running cargo build --release --bin kernelgate")?;
+    if !status.success() || !bin.exists() {
+        bail!(
+            "no up-to-date kernelgate binary at {} (cargo: {status}); build it with \
+             `cargo build --release --bin kernelgate` or pass --kernelgate PATH",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
