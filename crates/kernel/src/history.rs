@@ -1,26 +1,28 @@
 //! The input history kept by the framework for history_request.
 
+use std::collections::VecDeque;
+
 use serde_json::{json, Value};
 
 /// Inputs of this kernel session, numbered from 1 like IPython's.
 #[derive(Debug, Default)]
 pub struct History {
-    entries: Vec<(i64, String, Option<String>)>,
+    entries: VecDeque<(i64, String, Option<String>)>,
     max_entries: usize,
 }
 
 impl History {
     /// A history that keeps at most `max_entries` inputs (oldest dropped first).
     pub fn new(max_entries: usize) -> History {
-        History { entries: Vec::new(), max_entries }
+        History { entries: VecDeque::new(), max_entries }
     }
 
     /// Records input `code` run as execution `count`, with its plain-text result if any.
     pub fn record(&mut self, count: i64, code: &str, output: Option<String>) {
-        if self.entries.len() >= self.max_entries && !self.entries.is_empty() {
-            self.entries.remove(0);
+        if self.entries.len() >= self.max_entries {
+            self.entries.pop_front();
         }
-        self.entries.push((count, code.to_owned(), output));
+        self.entries.push_back((count, code.to_owned(), output));
     }
 
     fn entry(session: i64, e: &(i64, String, Option<String>), output: bool) -> Value {

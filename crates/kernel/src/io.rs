@@ -27,20 +27,9 @@ impl Publisher {
 
     /// Publishes a message of `msg_type` with `content`, child of `parent`.
     pub fn publish<C: Serialize>(&self, msg_type: &str, content: &C, parent: Option<&Message>) {
-        let mut msg = match self.session.message(msg_type, content, parent) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!("cannot build {msg_type}: {e}");
-                return;
-            }
-        };
-        msg.identities = vec![iopub_topic(&self.kernel_id, msg_type)];
-        let frames = match self.session.encode(&msg) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!("cannot encode {msg_type}: {e}");
-                return;
-            }
+        let topic = vec![iopub_topic(&self.kernel_id, msg_type)];
+        let Some(frames) = encode_child(&self.session, msg_type, content, parent, Some(topic)) else {
+            return;
         };
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         // PUB never blocks: with no subscriber or a full queue the message is dropped, as in
@@ -53,6 +42,31 @@ impl Publisher {
     /// Publishes `status` with `execution_state`.
     pub fn status(&self, state: &str, parent: Option<&Message>) {
         self.publish("status", &json!({ "execution_state": state }), parent);
+    }
+}
+
+/// Builds and signs a message of `msg_type` with `content`, child of `parent`. Its identities are
+/// `identities` when given (the IOPub topic), else the parent's (so a reply routes back). Failures
+/// are logged, not returned: a kernel cannot do more about an unencodable message.
+pub(crate) fn encode_child<C: Serialize>(
+    session: &Session,
+    msg_type: &str,
+    content: &C,
+    parent: Option<&Message>,
+    identities: Option<Vec<Vec<u8>>>,
+) -> Option<Vec<Vec<u8>>> {
+    let built = session.message(msg_type, content, parent).and_then(|mut msg| {
+        if let Some(ids) = identities {
+            msg.identities = ids;
+        }
+        session.encode_owned(msg)
+    });
+    match built {
+        Ok(frames) => Some(frames),
+        Err(e) => {
+            tracing::error!("cannot build {msg_type}: {e}");
+            None
+        }
     }
 }
 

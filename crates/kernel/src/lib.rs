@@ -11,9 +11,11 @@ mod history;
 mod io;
 mod rejections;
 pub mod rhai;
+mod control;
 mod server;
+mod shell;
 
 pub use handler::{Completeness, Completion, Kernel, KernelInfo, MimeBundle, Outcome};
 pub use io::{ExecContext, Flags, InputError};
 pub use rejections::Rejections;
-pub use server::{BoundKernel, KernelError, KernelOptions};
+pub use server::{BoundKernel, KernelError, KernelOptions, ZAP_DOMAIN};

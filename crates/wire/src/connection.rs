@@ -283,6 +283,16 @@ impl ConnectionInfo {
 
 /// A ZeroMQ endpoint for `transport`, `ip` and `port`.
 pub fn endpoint(transport: Transport, ip: &str, port: u16) -> String {
+    endpoint_with(transport, ip, &port)
+}
+
+/// A TCP endpoint on `ip` whose port libzmq chooses while binding (`tcp://ip:*`), so no other
+/// process can take the port between choice and use.
+pub fn tcp_wildcard_endpoint(ip: &str) -> String {
+    endpoint_with(Transport::Tcp, ip, &"*")
+}
+
+fn endpoint_with(transport: Transport, ip: &str, port: &dyn fmt::Display) -> String {
     match transport {
         Transport::Tcp if ip.contains(':') && !ip.starts_with('[') => format!("tcp://[{ip}]:{port}"),
         Transport::Tcp => format!("tcp://{ip}:{port}"),
