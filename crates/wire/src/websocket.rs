@@ -47,16 +47,7 @@ pub fn encode_v1(msg: &WsParts) -> Vec<u8> {
 
 /// Decodes the v1 binary framing, refusing more than `max_parts` parts.
 pub fn decode_v1(bytes: &[u8], max_parts: usize) -> Result<WsParts> {
-    let read_u64 = |at: usize| -> Result<usize> {
-        let slice = bytes
-            .get(at..at.saturating_add(8))
-            .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "v1 frame truncated"))?;
-        let mut b = [0u8; 8];
-        b.copy_from_slice(slice);
-        usize::try_from(u64::from_le_bytes(b))
-            .map_err(|_| crate::Error::new(ErrorKind::MalformedFrames, "v1 offset too large"))
-    };
-    let count = read_u64(0)?;
+    let count = read_offset(bytes, 0, Endian::LittleU64)?;
     // count offsets delimit count-1 items: channel + 4 parts at least.
     if count < 6 {
         return err(ErrorKind::MalformedFrames, format!("v1 frame has {count} offsets, needs 6"));
@@ -64,22 +55,10 @@ pub fn decode_v1(bytes: &[u8], max_parts: usize) -> Result<WsParts> {
     if count - 1 > max_parts {
         return err(ErrorKind::TooLarge, format!("v1 frame has {} parts", count - 1));
     }
-    let mut offsets = Vec::with_capacity(count);
-    for i in 0..count {
-        offsets.push(read_u64(8 * (i + 1))?);
-    }
-    let mut items = Vec::with_capacity(count - 1);
-    for pair in offsets.windows(2) {
-        let (start, end) = match pair {
-            [s, e] => (*s, *e),
-            _ => return err(ErrorKind::MalformedFrames, "v1 offsets"),
-        };
-        let item = bytes
-            .get(start..end)
-            .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "v1 offsets out of range"))?;
-        items.push(item.to_vec());
-    }
-    let mut items = items.into_iter();
+    let offsets = (0..count)
+        .map(|i| read_offset(bytes, i + 1, Endian::LittleU64))
+        .collect::<Result<Vec<_>>>()?;
+    let mut items = between(bytes, &offsets)?.into_iter();
     let channel = String::from_utf8(items.next().unwrap_or_default())
         .map_err(|_| crate::Error::new(ErrorKind::MalformedFrames, "v1 channel is not UTF-8"))?;
     let mut parts: [Vec<u8>; 4] = Default::default();
@@ -87,6 +66,57 @@ pub fn decode_v1(bytes: &[u8], max_parts: usize) -> Result<WsParts> {
         *part = items.next().unwrap_or_default();
     }
     Ok(WsParts { channel, parts, buffers: items.collect() })
+}
+
+/// The integer encodings of the two framings' offset tables.
+#[derive(Clone, Copy)]
+enum Endian {
+    /// v1: u64 little-endian.
+    LittleU64,
+    /// legacy: u32 big-endian.
+    BigU32,
+}
+
+/// The `index`-th integer of the offset table at the start of `bytes`, bounds-checked.
+fn read_offset(bytes: &[u8], index: usize, endian: Endian) -> Result<usize> {
+    let width = match endian {
+        Endian::LittleU64 => 8,
+        Endian::BigU32 => 4,
+    };
+    let at = index.saturating_mul(width);
+    let slice = bytes
+        .get(at..at.saturating_add(width))
+        .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "frame truncated in its offset table"))?;
+    let value = match endian {
+        Endian::LittleU64 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(slice);
+            u64::from_le_bytes(b)
+        }
+        Endian::BigU32 => {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(slice);
+            u64::from(u32::from_be_bytes(b))
+        }
+    };
+    usize::try_from(value).map_err(|_| crate::Error::new(ErrorKind::MalformedFrames, "offset too large"))
+}
+
+/// The byte ranges between consecutive `offsets`, each bounds-checked.
+fn between(bytes: &[u8], offsets: &[usize]) -> Result<Vec<Vec<u8>>> {
+    offsets
+        .windows(2)
+        .map(|pair| {
+            let (start, end) = match pair {
+                [s, e] => (*s, *e),
+                _ => return err(ErrorKind::MalformedFrames, "offsets"),
+            };
+            bytes
+                .get(start..end)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "offsets out of range"))
+        })
+        .collect()
 }
 
 /// Encodes the legacy binary form (used when a legacy message has buffers): `json` is the whole
@@ -111,38 +141,18 @@ pub fn encode_legacy_binary(json: &[u8], buffers: &[Vec<u8>]) -> Vec<u8> {
 
 /// Decodes the legacy binary form into the JSON message and its buffers.
 pub fn decode_legacy_binary(bytes: &[u8], max_parts: usize) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
-    let read_u32 = |at: usize| -> Result<usize> {
-        let slice = bytes
-            .get(at..at.saturating_add(4))
-            .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "binary frame truncated"))?;
-        let mut b = [0u8; 4];
-        b.copy_from_slice(slice);
-        Ok(u32::from_be_bytes(b) as usize)
-    };
-    let nbufs = read_u32(0)?;
+    let nbufs = read_offset(bytes, 0, Endian::BigU32)?;
     if nbufs == 0 {
         return err(ErrorKind::MalformedFrames, "binary frame has no parts");
     }
     if nbufs > max_parts {
         return err(ErrorKind::TooLarge, format!("binary frame has {nbufs} parts"));
     }
-    let mut offsets = Vec::with_capacity(nbufs + 1);
-    for i in 0..nbufs {
-        offsets.push(read_u32(4 * (i + 1))?);
-    }
+    let mut offsets = (0..nbufs)
+        .map(|i| read_offset(bytes, i + 1, Endian::BigU32))
+        .collect::<Result<Vec<_>>>()?;
     offsets.push(bytes.len());
-    let mut parts = Vec::with_capacity(nbufs);
-    for pair in offsets.windows(2) {
-        let (start, end) = match pair {
-            [s, e] => (*s, *e),
-            _ => return err(ErrorKind::MalformedFrames, "binary offsets"),
-        };
-        let part = bytes
-            .get(start..end)
-            .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "binary offsets out of range"))?;
-        parts.push(part.to_vec());
-    }
-    let mut parts = parts.into_iter();
+    let mut parts = between(bytes, &offsets)?.into_iter();
     let json = parts.next().unwrap_or_default();
     Ok((json, parts.collect()))
 }
