@@ -2,32 +2,23 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kernelgate");
+mod common;
+
+use common::{Kernel, BIN};
 
 #[test]
 fn console_runs_cells_multiline_input_and_interrupts() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: util-linux `script` (for a pty) is not installed");
-        return;
-    }
+    // util-linux `script` provides the pty (Debian's essential bsdutils package): a missing
+    // tool fails the test rather than skipping it.
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "util-linux `script` (for a pty) is not installed"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("k.json");
-    let mut kernel = Command::new(BIN)
-        .args(["kernel", "-f"])
-        .arg(&file)
-        .env("JUPYTER_RUNTIME_DIR", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("kernel");
-    let started = Instant::now();
-    while !file.exists() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no connection file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let command = format!("{BIN} console --existing {}", file.display());
+    let kernel = Kernel::start(dir.path());
+    let command = format!("{BIN} console --existing {}", kernel.file.display());
     let mut console = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("HOME", dir.path())
@@ -58,9 +49,13 @@ fn console_runs_cells_multiline_input_and_interrupts() {
     }
     std::thread::sleep(Duration::from_millis(500));
     drop(keys);
-    let out = console.wait_with_output().expect("console");
-    let _ = kernel.kill();
-    let _ = kernel.wait();
+    // Bounded wait: a console that does not exit fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(console.wait_with_output());
+    });
+    let out = rx.recv_timeout(Duration::from_secs(60)).expect("console exited within 60 s").expect("console");
+    drop(kernel);
     let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     for expected in ["In [1]: ", "hi\n", "Out[1]: 42", "...: ", "Out[3]: 43", "who? carol", "\"carol\"", "KeyboardInterrupt", "Interrupted", "Out[7]: 2"] {
         assert!(screen.contains(expected), "{expected:?} missing from:\n{screen}");

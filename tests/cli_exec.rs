@@ -1,85 +1,32 @@
 //! `kernelgate exec` against the built-in kernel started by `kernelgate kernel -f FILE`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kernelgate");
+mod common;
 
-/// A `kernelgate kernel` child, killed if a test fails before stopping it.
-struct Kernel {
-    child: Child,
-    file: PathBuf,
-    runtime: PathBuf,
-}
+use common::{Kernel, BIN};
 
-impl Kernel {
-    fn start(dir: &Path) -> Kernel {
-        let file = dir.join("k.json");
-        let runtime = dir.join("runtime");
-        let child = Command::new(BIN)
-            .args(["kernel", "-f"])
-            .arg(&file)
-            .env("JUPYTER_RUNTIME_DIR", &runtime)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning kernelgate kernel");
-        let started = Instant::now();
-        while !file.exists() {
-            assert!(started.elapsed() < Duration::from_secs(20), "no connection file after 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Kernel { child, file, runtime }
+/// Runs `kernelgate exec --existing FILE ARGS` with `stdin`.
+fn exec(kernel: &Kernel, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("exec")
+        .arg("--existing")
+        .arg(&kernel.file)
+        .args(["--timeout", "20"])
+        .args(args)
+        .env("JUPYTER_RUNTIME_DIR", &kernel.runtime)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning kernelgate exec");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes()).expect("writing stdin");
     }
-
-    fn exec(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("exec")
-            .arg("--existing")
-            .arg(&self.file)
-            .args(["--timeout", "20"])
-            .args(args)
-            .env("JUPYTER_RUNTIME_DIR", &self.runtime)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning kernelgate exec");
-        let mut pipe = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).expect("writing stdin");
-        }
-        drop(pipe);
-        child.wait_with_output().expect("waiting for kernelgate exec")
-    }
-
-    /// SIGTERM, then waits: the kernel must exit on its own and remove its connection file.
-    fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "kernel exited with {status}");
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "kernel still running 10 s after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(!self.file.exists(), "connection file left behind");
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    drop(pipe);
+    child.wait_with_output().expect("waiting for kernelgate exec")
 }
 
 fn text(b: &[u8]) -> String {
@@ -92,27 +39,27 @@ fn exec_runs_code_streams_outputs_and_reports_errors() {
     let kernel = Kernel::start(dir.path());
 
     // Output and result.
-    let out = kernel.exec(&[r#"print("hi"); 6*7"#], None);
+    let out = exec(&kernel, &[r#"print("hi"); 6*7"#], None);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hi\n42\n");
 
     // State persists between runs; code from stdin with `-` and with no CODE at all.
-    let out = kernel.exec(&["-"], Some("let answer = 40 + 2;\nprint(`answer=${answer}`);"));
+    let out = exec(&kernel, &["-"], Some("let answer = 40 + 2;\nprint(`answer=${answer}`);"));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "answer=42\n");
-    let out = kernel.exec(&[], Some("answer + 1"));
+    let out = exec(&kernel, &[], Some("answer + 1"));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "43\n");
 
     // An error: exit 1, traceback on stderr, nothing on stdout.
-    let out = kernel.exec(&["let x = 1; x.no_such_function()"], None);
+    let out = exec(&kernel, &["let x = 1; x.no_such_function()"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("no_such_function"), "stderr: {err}");
     assert!(out.stdout.is_empty(), "stdout: {}", text(&out.stdout));
 
     // --json: every line parses, with the status messages, outputs and the reply.
-    let out = kernel.exec(&["--json", r#"print("j"); 1+1"#], None);
+    let out = exec(&kernel, &["--json", r#"print("j"); 1+1"#], None);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -134,12 +81,12 @@ fn exec_runs_code_streams_outputs_and_reports_errors() {
     assert_eq!(result["content"]["data"]["text/plain"], "2");
 
     // --json with an error exits 1 too.
-    let out = kernel.exec(&["--json", "throw \"boom\""], None);
+    let out = exec(&kernel, &["--json", "throw \"boom\""], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).lines().any(|l| l.contains("\"error\"")));
 
     // --allow-stdin answers input() from our standard input.
-    let out = kernel.exec(&["--allow-stdin", r#"let n = input("name? "); print("hello " + n)"#], Some("bob\n"));
+    let out = exec(&kernel, &["--allow-stdin", r#"let n = input("name? "); print("hello " + n)"#], Some("bob\n"));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "name? hello bob\n");
 
