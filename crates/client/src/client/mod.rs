@@ -1,30 +1,29 @@
 //! The async client: the one implementation of the frontend side.
 
+mod iopub;
+mod liveness;
+mod requests;
+
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kernelgate_wire::content::{
-    CommInfoReply, CommInfoRequest, CompleteReply, CompleteRequest, ExecuteReply, HistoryReply,
-    HistoryRequest, InputReply, InputRequest, InspectReply, InspectRequest, InterruptReply,
-    InterruptRequest, IsCompleteReply, IsCompleteRequest, KernelInfoReply, KernelInfoRequest,
-    ShutdownReply, ShutdownRequest,
-};
+use kernelgate_wire::content::{ExecuteReply, InputRequest};
 use kernelgate_wire::{
     Channel, ConnectionInfo, ErrorKind, Limits, Message, ReplayConfig, Session, SessionConfig,
 };
 use kernelgate_zmq::{AsyncSocket, Context, SocketType};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::connect::{client_socket, read_connection_file, CurveIdentity, CurveKeys};
 use crate::error::{Error, Result};
 use crate::execute::{ExecuteOptions, ExecuteOutcome, OutputHandler};
-use crate::heartbeat::{died, HeartbeatConfig, HeartbeatMonitor};
+use crate::heartbeat::{died, HeartbeatMonitor};
 
 /// The default deadline of every wait.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -391,105 +390,6 @@ impl KernelClient {
         Ok(reply.content_as()?)
     }
 
-    /// `kernel_info_request`.
-    pub async fn kernel_info(&mut self) -> Result<KernelInfoReply> {
-        self.typed(
-            Channel::Shell,
-            KernelInfoRequest::MSG_TYPE,
-            &KernelInfoRequest::default(),
-        )
-        .await
-    }
-
-    /// `complete_request` at `cursor_pos` (unicode code points).
-    pub async fn complete(&mut self, code: &str, cursor_pos: usize) -> Result<CompleteReply> {
-        let req = CompleteRequest {
-            code: code.into(),
-            cursor_pos,
-            extra: Map::new(),
-        };
-        self.typed(Channel::Shell, CompleteRequest::MSG_TYPE, &req)
-            .await
-    }
-
-    /// `inspect_request` at `cursor_pos` with `detail_level` 0 or 1.
-    pub async fn inspect(
-        &mut self,
-        code: &str,
-        cursor_pos: usize,
-        detail_level: u8,
-    ) -> Result<InspectReply> {
-        let req = InspectRequest {
-            code: code.into(),
-            cursor_pos,
-            detail_level,
-            extra: Map::new(),
-        };
-        self.typed(Channel::Shell, InspectRequest::MSG_TYPE, &req)
-            .await
-    }
-
-    /// `is_complete_request`.
-    pub async fn is_complete(&mut self, code: &str) -> Result<IsCompleteReply> {
-        let req = IsCompleteRequest {
-            code: code.into(),
-            extra: Map::new(),
-        };
-        self.typed(Channel::Shell, IsCompleteRequest::MSG_TYPE, &req)
-            .await
-    }
-
-    /// `history_request`.
-    pub async fn history(&mut self, request: &HistoryRequest) -> Result<HistoryReply> {
-        self.typed(Channel::Shell, HistoryRequest::MSG_TYPE, request)
-            .await
-    }
-
-    /// `comm_info_request`, optionally for one target.
-    pub async fn comm_info(&mut self, target_name: Option<&str>) -> Result<CommInfoReply> {
-        let req = CommInfoRequest {
-            target_name: target_name.map(str::to_owned),
-            extra: Map::new(),
-        };
-        self.typed(Channel::Shell, CommInfoRequest::MSG_TYPE, &req)
-            .await
-    }
-
-    /// `shutdown_request` on control.
-    pub async fn shutdown(&mut self, restart: bool) -> Result<ShutdownReply> {
-        let req = ShutdownRequest {
-            restart,
-            extra: Map::new(),
-        };
-        self.typed(Channel::Control, ShutdownRequest::MSG_TYPE, &req)
-            .await
-    }
-
-    /// `interrupt_request` on control (for kernels whose interrupt mode is `message`; ipykernel
-    /// also honours it by signalling itself).
-    pub async fn interrupt_request(&mut self) -> Result<InterruptReply> {
-        self.typed(
-            Channel::Control,
-            InterruptRequest::MSG_TYPE,
-            &InterruptRequest::default(),
-        )
-        .await
-    }
-
-    /// Sends an `input_reply` with `value`, answering the last `input_request` seen.
-    pub async fn send_input(&mut self, value: &str) -> Result<()> {
-        let reply = InputReply {
-            value: value.into(),
-            extra: Map::new(),
-        };
-        let parent = self.last_input_request.take();
-        let mut msg = self
-            .session
-            .message(InputReply::MSG_TYPE, &reply, parent.as_ref())?;
-        msg.identities.clear();
-        self.send(Channel::Stdin, msg).await.map(drop)
-    }
-
     /// Runs `code`: returns once both the `execute_reply` and the IOPub `status: idle` for this
     /// request have arrived. `handler` sees outputs and input requests as they arrive; IOPub
     /// messages of other requests are kept for [`KernelClient::recv_iopub`].
@@ -570,198 +470,6 @@ impl KernelClient {
             reply_message,
             outputs,
         })
-    }
-
-    fn keep_iopub(&mut self, msg: Message) {
-        if self.config.iopub_backlog == 0 {
-            return;
-        }
-        while self.backlog.len() >= self.config.iopub_backlog {
-            self.backlog.pop_front();
-        }
-        self.backlog.push_back(msg);
-    }
-
-    /// The next IOPub message not claimed by a request, waiting up to `timeout`.
-    pub async fn recv_iopub(&mut self, timeout: Duration) -> Result<Message> {
-        if let Some(m) = self.backlog.pop_front() {
-            return Ok(m);
-        }
-        let deadline = deadline_after(timeout);
-        let Self {
-            iopub,
-            session,
-            rejections,
-            dead,
-            ..
-        } = self;
-        loop {
-            tokio::select! {
-                r = recv_verified(iopub, session, rejections, Channel::IoPub) => {
-                    if let Some(m) = r? {
-                        return Ok(m);
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => return Err(Error::timeout("an iopub message", timeout)),
-                () = died(dead.as_mut()) => return Err(Error::KernelDied),
-            }
-        }
-    }
-
-    /// The next `input_request` on stdin, waiting up to `timeout` (for callers that drive
-    /// requests themselves); answer it with [`KernelClient::send_input`].
-    pub async fn recv_input_request(&mut self, timeout: Duration) -> Result<Message> {
-        let deadline = deadline_after(timeout);
-        loop {
-            let Self {
-                stdin,
-                session,
-                rejections,
-                ..
-            } = self;
-            let msg = tokio::select! {
-                r = recv_verified(stdin, session, rejections, Channel::Stdin) => r?,
-                () = tokio::time::sleep_until(deadline) => return Err(Error::timeout("an input_request", timeout)),
-            };
-            if let Some(m) = msg.filter(|m| m.msg_type() == InputRequest::MSG_TYPE) {
-                self.last_input_request = Some(m.clone());
-                return Ok(m);
-            }
-        }
-    }
-
-    /// Drops every IOPub message that arrives until none has for `quiet`, and the backlog.
-    pub async fn flush_iopub(&mut self, quiet: Duration) -> Result<usize> {
-        let mut n = self.backlog.len();
-        self.backlog.clear();
-        loop {
-            match self.recv_iopub(quiet).await {
-                Ok(_) => n += 1,
-                Err(e) if e.is_timeout() => return Ok(n),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Waits until the kernel answers `kernel_info_request` AND an IOPub message got through
-    /// (subscriptions join slowly), as jupyter_client does; then flushes IOPub.
-    pub async fn wait_for_ready(&mut self, timeout: Duration) -> Result<KernelInfoReply> {
-        let deadline = deadline_after(timeout);
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(Error::timeout("the kernel to become ready", timeout));
-            }
-            let request = KernelInfoRequest::default();
-            let id = match self
-                .send_request_within(
-                    Channel::Shell,
-                    KernelInfoRequest::MSG_TYPE,
-                    &request,
-                    remaining,
-                )
-                .await
-            {
-                Ok(id) => id,
-                Err(e) if e.is_timeout() => {
-                    return Err(Error::timeout("the kernel to become ready", timeout))
-                }
-                Err(e) => return Err(e),
-            };
-            match self
-                .wait_reply(Channel::Shell, &id, remaining.min(Duration::from_secs(1)))
-                .await
-            {
-                Ok(reply) => match self.recv_iopub(Duration::from_millis(200)).await {
-                    Ok(_) => {
-                        check_status(&reply)?;
-                        let info = reply.content_as()?;
-                        self.flush_iopub(Duration::from_millis(200)).await?;
-                        return Ok(info);
-                    }
-                    Err(e) if e.is_timeout() => {}
-                    Err(e) => return Err(e),
-                },
-                Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Pings the heartbeat channel once: true if the kernel echoed within `timeout`.
-    pub async fn heartbeat_ok(&mut self, timeout: Duration) -> bool {
-        match self.ping(timeout).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::debug!(error = %e, "heartbeat ping failed");
-                false
-            }
-        }
-    }
-
-    async fn ping(&mut self, timeout: Duration) -> Result<bool> {
-        if self.hb.is_none() {
-            let socket = client_socket(
-                &self.ctx,
-                SocketType::Req,
-                &self.info.endpoint(Channel::Heartbeat),
-                self.curve.as_ref(),
-                None,
-            )?;
-            socket.set_linger(Some(Duration::ZERO))?;
-            self.hb = Some(AsyncSocket::new(socket)?);
-        }
-        self.hb_count += 1;
-        let payload = format!("ping {}", self.hb_count).into_bytes();
-        let Some(hb) = self.hb.as_mut() else {
-            return Ok(false);
-        };
-        let exchange = async {
-            hb.send_multipart(&[&payload]).await?;
-            hb.recv_multipart().await
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(frames)) => Ok(frames.first() == Some(&payload)),
-            Ok(Err(e)) => {
-                self.hb = None;
-                Err(e.into())
-            }
-            Err(_) => {
-                // A REQ socket that missed its reply cannot send again: start over next time.
-                self.hb = None;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Starts a background thread pinging the heartbeat; once it declares the kernel dead, every
-    /// wait of this client fails with [`Error::KernelDied`]. Replaces a running monitor.
-    pub fn start_heartbeat_monitor(&mut self, config: HeartbeatConfig) -> Result<()> {
-        let (monitor, dead) = HeartbeatMonitor::start(
-            self.ctx.clone(),
-            self.info.endpoint(Channel::Heartbeat),
-            self.curve.clone(),
-            config,
-        )
-        .map_err(|e| Error::Transport(kernelgate_zmq::Error::Thread(e)))?;
-        self.monitor = Some(monitor);
-        self.dead = Some(dead);
-        Ok(())
-    }
-
-    /// Stops the heartbeat monitor (a death it already reported stays reported).
-    pub fn stop_heartbeat_monitor(&mut self) {
-        self.monitor = None;
-    }
-
-    /// True once the heartbeat monitor declared the kernel dead.
-    pub fn kernel_died(&self) -> bool {
-        self.dead.as_ref().is_some_and(|d| *d.borrow())
-    }
-
-    /// A watch that turns true when the monitor declares the kernel dead (`None` without a monitor).
-    pub fn death_watch(&self) -> Option<watch::Receiver<bool>> {
-        self.dead.clone()
     }
 }
 
