@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use kernelgate_wire::{Channel, ConnectionInfo, InterruptMode, Message, Session};
 use kernelgate_zmq::{Context, SocketType};
-use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::lifecycle::{next, Decision, Event, KernelState, RestartTracker};
+pub use crate::process::StopPath;
+use crate::process::{interrupt, reap, stop_process, wait_child, Proc};
 use crate::provision::{self, LaunchSpec};
 use crate::zmqio;
 use crate::HostShared;
@@ -89,12 +90,6 @@ pub struct Adopted {
     pub connection_file: PathBuf,
     /// Its connection info, already checked to answer with its key.
     pub info: ConnectionInfo,
-}
-
-/// The process currently run by the supervisor.
-enum Proc {
-    Child(tokio::process::Child),
-    Adopted { pid: i32, start_time: Option<u64> },
 }
 
 enum Outcome {
@@ -555,87 +550,4 @@ async fn run_process(
 
 fn cfg_interrupt_mode(host: &HostShared, name: &str) -> InterruptMode {
     host.config.specs.get(name).map(|s| s.spec.interrupt_mode).unwrap_or_default()
-}
-
-async fn interrupt(mode: InterruptMode, pid: Option<i32>, ctx: &Context, info: &ConnectionInfo) -> Result<(), String> {
-    match mode {
-        InterruptMode::Signal => {
-            let pid = pid.ok_or("no process")?;
-            provision::signal_group(pid, Signal::SIGINT).map_err(|e| format!("SIGINT: {e}"))
-        }
-        InterruptMode::Message => {
-            zmqio::request(ctx, info, Channel::Control, "interrupt_request", json!({}), Duration::from_secs(5))
-                .await
-                .map(|_| ())
-        }
-    }
-}
-
-/// Resolves when the process exits (or, for an adopted one, never: it is polled on ticks).
-async fn wait_child(proc: &mut Proc) -> String {
-    match proc {
-        Proc::Child(c) => match c.wait().await {
-            Ok(status) => format!("process exited ({status})"),
-            Err(e) => format!("waiting for the process: {e}"),
-        },
-        Proc::Adopted { .. } => std::future::pending().await,
-    }
-}
-
-/// Waits up to `wait` for the process to end.
-async fn wait_exit(proc: &mut Proc, wait: Duration) -> bool {
-    match proc {
-        Proc::Child(c) => matches!(tokio::time::timeout(wait, c.wait()).await, Ok(Ok(_))),
-        Proc::Adopted { pid, .. } => {
-            let deadline = tokio::time::Instant::now() + wait;
-            while provision::process_alive(*pid) {
-                if tokio::time::Instant::now() >= deadline {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            true
-        }
-    }
-}
-
-/// Kills what is left of a dead kernel's process group and reaps it.
-async fn reap(proc: &mut Proc, pid: Option<i32>, wait: Duration) {
-    if let Some(pid) = pid {
-        let _ = provision::signal_group(pid, Signal::SIGKILL);
-    }
-    wait_exit(proc, wait).await;
-}
-
-/// How a stop ended (jupyter_client's escalation, observable).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopPath {
-    /// Exited after shutdown_request.
-    Requested,
-    /// Needed SIGTERM.
-    Terminated,
-    /// Needed SIGKILL.
-    Killed,
-}
-
-/// shutdown_request -> wait -> SIGTERM -> wait -> SIGKILL.
-async fn stop_process(host: &HostShared, ctx: &Context, info: &ConnectionInfo, proc: &mut Proc, pid: Option<i32>, restart: bool) -> StopPath {
-    let waits = &host.config.shutdown;
-    let _ = zmqio::send_only(ctx, info, Channel::Control, "shutdown_request", json!({ "restart": restart })).await;
-    let path = if wait_exit(proc, waits.request_wait).await {
-        StopPath::Requested
-    } else {
-        if let Some(pid) = pid {
-            let _ = provision::signal_group(pid, Signal::SIGTERM);
-        }
-        if wait_exit(proc, waits.term_wait).await {
-            StopPath::Terminated
-        } else {
-            StopPath::Killed
-        }
-    };
-    // Whatever is left in the group (children of the kernel) goes too.
-    reap(proc, pid, Duration::from_secs(2)).await;
-    tracing::info!(pid = ?pid, ?path, "kernel stopped");
-    path
 }

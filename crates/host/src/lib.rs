@@ -18,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod kernel;
 pub mod lifecycle;
+mod process;
 pub mod provision;
 pub mod registry;
 pub mod state;
