@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::handler::KernelInfo;
 use crate::io::{Flags, Publisher};
-use crate::rejections::Rejections;
+use kernelgate_wire::Rejections;
 use crate::server::{kernel_info_reply, receive, send_reply, wait_readable};
 
 pub(crate) struct ControlLoop {
@@ -46,7 +46,9 @@ impl ControlLoop {
                 send_reply(&self.socket, &self.session, "kernel_info_reply", &kernel_info_reply(&self.info), msg);
             }
             "kernelgate_stats_request" => {
-                let reply = json!({ "status": "ok", "rejected": self.rejections.snapshot() });
+                let rejected: serde_json::Map<String, serde_json::Value> =
+                    self.rejections.snapshot().into_iter().map(|(k, n)| (k.code().to_owned(), n.into())).collect();
+                let reply = json!({ "status": "ok", "rejected": rejected });
                 send_reply(&self.socket, &self.session, "kernelgate_stats_reply", &reply, msg);
             }
             other => tracing::debug!("ignoring {other} on control"),

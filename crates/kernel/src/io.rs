@@ -10,7 +10,7 @@ use kernelgate_zmq::{poll, PollEvents, PollItem, Socket};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::rejections::Rejections;
+use kernelgate_wire::Rejections;
 
 /// Publishes on IOPub. Shared by the shell and control threads (a libzmq socket may be used by
 /// several threads when access is serialized, which the mutex does).
@@ -208,7 +208,7 @@ impl ExecContext {
                     return Ok(value.to_owned());
                 }
                 Ok(other) => tracing::debug!("ignoring {} on stdin", other.msg_type()),
-                Err(e) => self.rejections.record(Channel::Stdin, &e),
+                Err(e) => crate::rejections::record(&self.rejections, Channel::Stdin, &e),
             }
         }
     }

@@ -17,5 +17,5 @@ mod shell;
 
 pub use handler::{Completeness, Completion, Kernel, KernelInfo, MimeBundle, Outcome};
 pub use io::{ExecContext, Flags, InputError};
-pub use rejections::Rejections;
+pub use kernelgate_wire::Rejections;
 pub use server::{BoundKernel, KernelError, KernelOptions, ZAP_DOMAIN};

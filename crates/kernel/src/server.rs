@@ -16,7 +16,7 @@ use crate::control::{heartbeat_loop, ControlLoop};
 use crate::handler::{Kernel, KernelInfo};
 use crate::history::History;
 use crate::io::{encode_child, Flags, Publisher, Stdin};
-use crate::rejections::Rejections;
+use kernelgate_wire::Rejections;
 use crate::shell::ShellLoop;
 
 /// The ZAP domain of a CURVE kernel's sockets: a ZAP handler admits clients per domain.
@@ -273,7 +273,7 @@ pub(crate) fn receive(
         // Oversized or too many frames: refused by the transport before being stored.
         Err(e @ kernelgate_zmq::Error::TooLarge { .. }) => {
             let err = kernelgate_wire::Error::new(kernelgate_wire::ErrorKind::TooLarge, e.to_string());
-            rejections.record(channel, &err);
+            crate::rejections::record(&rejections, channel, &err);
             return None;
         }
         // A local socket failure, not something a peer sent: log, don't count as a refusal.
@@ -285,7 +285,7 @@ pub(crate) fn receive(
     match session.receive(frames) {
         Ok(msg) => Some(msg),
         Err(e) => {
-            rejections.record(channel, &e);
+            crate::rejections::record(&rejections, channel, &e);
             None
         }
     }

@@ -15,7 +15,7 @@ use crate::control::shutdown;
 use crate::handler::{Completeness, Kernel, KernelInfo, Outcome};
 use crate::history::History;
 use crate::io::{ExecContext, Flags, Publisher, Stdin};
-use crate::rejections::Rejections;
+use kernelgate_wire::Rejections;
 use crate::server::{kernel_info_reply, receive, send_reply, wait_readable};
 
 pub(crate) struct ShellLoop {
@@ -122,7 +122,7 @@ impl ShellLoop {
     }
 
     fn reply_error(&self, msg_type: &str, e: &kernelgate_wire::Error, parent: &Message) {
-        self.rejections.record(Channel::Shell, e);
+        crate::rejections::record(&self.rejections, Channel::Shell, e);
         let reply = json!({ "status": "error", "ename": "BadRequest", "evalue": e.to_string(), "traceback": [] });
         self.reply(msg_type, &reply, parent);
     }
@@ -205,7 +205,7 @@ impl ShellLoop {
         while let Ok(frames) = self.socket.recv_multipart(true) {
             match self.session.receive(frames) {
                 Ok(msg) => queued.push(msg.into_inner()),
-                Err(e) => self.rejections.record(Channel::Shell, &e),
+                Err(e) => crate::rejections::record(&self.rejections, Channel::Shell, &e),
             }
         }
         queued

@@ -6,12 +6,12 @@ mod requests;
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kernelgate_wire::content::{ExecuteReply, InputRequest};
 use kernelgate_wire::{
-    Channel, ConnectionInfo, ErrorKind, Limits, Message, ReplayConfig, Session, SessionConfig,
+    Channel, ConnectionInfo, ErrorKind, Limits, Message, Rejections, ReplayConfig, Session,
+    SessionConfig,
 };
 use kernelgate_zmq::{AsyncSocket, Context, SocketType};
 use serde::de::DeserializeOwned;
@@ -68,18 +68,6 @@ impl Default for ClientConfig {
     }
 }
 
-/// Counts of incoming messages dropped because they failed verification, by kind.
-#[derive(Debug, Default)]
-struct Rejections([AtomicU64; ErrorKind::ALL.len()]);
-
-impl Rejections {
-    fn record(&self, kind: ErrorKind) {
-        if let Some(c) = self.0.get(kind.index()) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// A far-future instant for "no deadline" (Duration::MAX would overflow).
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
@@ -98,13 +86,15 @@ async fn recv_verified(
     let frames = match socket.recv_multipart().await {
         Ok(f) => f,
         Err(kernelgate_zmq::Error::TooLarge { frames, bytes, .. }) => {
-            tracing::warn!(
-                channel = channel.name(),
-                frames,
-                bytes,
-                "dropped oversized message"
-            );
-            rejections.record(ErrorKind::TooLarge);
+            if let Some(suppressed) = rejections.record(ErrorKind::TooLarge) {
+                tracing::warn!(
+                    channel = channel.name(),
+                    frames,
+                    bytes,
+                    suppressed_since_last_log = suppressed,
+                    "dropped oversized message"
+                );
+            }
             return Ok(None);
         }
         Err(e) => return Err(e.into()),
@@ -113,13 +103,16 @@ async fn recv_verified(
         Ok(msg) => Ok(Some(msg.into_inner())),
         Err(e) => {
             // The error text holds kinds, lengths and field names only: never key material.
-            tracing::warn!(
-                channel = channel.name(),
-                code = e.code(),
-                detail = e.detail(),
-                "dropped a message that failed verification"
-            );
-            rejections.record(e.kind());
+            // At most one line a second: a flooding peer cannot flood the log.
+            if let Some(suppressed) = rejections.record(e.kind()) {
+                tracing::warn!(
+                    channel = channel.name(),
+                    code = e.code(),
+                    detail = e.detail(),
+                    suppressed_since_last_log = suppressed,
+                    "dropped a message that failed verification"
+                );
+            }
             Ok(None)
         }
     }
@@ -244,21 +237,12 @@ impl KernelClient {
 
     /// How many incoming messages were dropped because they failed verification.
     pub fn rejected_count(&self) -> u64 {
-        self.rejections
-            .0
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        self.rejections.total()
     }
 
     /// Dropped incoming messages by kind of failure (kinds with a zero count omitted).
     pub fn rejections(&self) -> Vec<(ErrorKind, u64)> {
-        ErrorKind::ALL
-            .iter()
-            .zip(self.rejections.0.iter())
-            .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
-            .filter(|(_, n)| *n > 0)
-            .collect()
+        self.rejections.snapshot()
     }
 
     fn socket(&mut self, channel: Channel) -> Result<&mut AsyncSocket> {
