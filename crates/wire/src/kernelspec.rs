@@ -4,7 +4,7 @@
 //! picks the winning spec per name from what the caller listed, [`KernelSpec::from_json`] parses.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -190,9 +190,4 @@ pub fn resolve(listings: &[(PathBuf, Vec<String>)]) -> BTreeMap<String, PathBuf>
         }
     }
     found
-}
-
-/// The resource directory of kernel `name` under the kernels directory `dir`.
-pub fn resource_dir(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
