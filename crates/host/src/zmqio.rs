@@ -59,8 +59,29 @@ pub fn session_for(info: &ConnectionInfo, username: &str) -> Result<Session, ker
     Ok(Session::new(signer, SessionConfig { username: username.into(), ..SessionConfig::default() }))
 }
 
-/// Sends one request on a fresh DEALER and waits for its verified reply, resending every
-/// `resend` (a kernel still binding drops nothing: DEALER queues; resends cover a restart).
+/// Signs `msg_type` with the kernel's key and sends it on a fresh DEALER to `channel`, waiting
+/// at most `send_timeout` for the send. Returns the session, the socket and the request's msg_id.
+async fn send_one(
+    ctx: &Context,
+    info: &ConnectionInfo,
+    channel: Channel,
+    msg_type: &str,
+    content: Value,
+    send_timeout: Duration,
+) -> Result<(Session, AsyncSocket, String), String> {
+    let session = session_for(info, "kernelgate-host").map_err(|e| e.to_string())?;
+    let mut sock = open(ctx, info, SocketType::Dealer, channel, None).map_err(|e| e.to_string())?;
+    let msg = session.message(msg_type, &content, None).map_err(|e| e.to_string())?;
+    let msg_id = msg.header.msg_id.clone();
+    let frames = session.encode_owned(msg).map_err(|e| e.to_string())?;
+    tokio::time::timeout(send_timeout, sock.send_multipart(&frames))
+        .await
+        .map_err(|_| format!("sending {msg_type} timed out"))?
+        .map_err(|e| e.to_string())?;
+    Ok((session, sock, msg_id))
+}
+
+/// Sends one request on a fresh DEALER and waits for its verified reply.
 pub async fn request(
     ctx: &Context,
     info: &ConnectionInfo,
@@ -69,13 +90,8 @@ pub async fn request(
     content: Value,
     timeout: Duration,
 ) -> Result<Message, String> {
-    let session = session_for(info, "kernelgate-host").map_err(|e| e.to_string())?;
-    let mut sock = open(ctx, info, SocketType::Dealer, channel, None).map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let msg = session.message(msg_type, &content, None).map_err(|e| e.to_string())?;
-    let frames = session.encode(&msg).map_err(|e| e.to_string())?;
-    let msg_id = msg.header.msg_id.clone();
-    sock.send_multipart(&frames).await.map_err(|e| e.to_string())?;
+    let (session, mut sock, msg_id) = send_one(ctx, info, channel, msg_type, content, timeout).await?;
     loop {
         let frames = tokio::time::timeout_at(deadline, sock.recv_multipart())
             .await
@@ -89,18 +105,10 @@ pub async fn request(
     }
 }
 
-/// Sends one request and does not wait for a reply.
+/// Sends one request and does not wait for a reply. The socket lingers 100 ms on close, so the
+/// request still goes out.
 pub async fn send_only(ctx: &Context, info: &ConnectionInfo, channel: Channel, msg_type: &str, content: Value) -> Result<(), String> {
-    let session = session_for(info, "kernelgate-host").map_err(|e| e.to_string())?;
-    let mut sock = open(ctx, info, SocketType::Dealer, channel, None).map_err(|e| e.to_string())?;
-    let msg = session.message(msg_type, &content, None).map_err(|e| e.to_string())?;
-    let frames = session.encode(&msg).map_err(|e| e.to_string())?;
-    tokio::time::timeout(Duration::from_secs(1), sock.send_multipart(&frames))
-        .await
-        .map_err(|_| "send timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    // Give libzmq a moment to flush before the socket (linger 100 ms) closes.
-    Ok(())
+    send_one(ctx, info, channel, msg_type, content, Duration::from_secs(1)).await.map(drop)
 }
 
 /// Waits until the kernel answers `kernel_info_request` with its key, asking again every
