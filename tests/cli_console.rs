@@ -43,7 +43,11 @@ fn console_runs_cells_multiline_input_and_interrupts() {
         "1 + 1\r",
         "exit\r",
     ] {
-        std::thread::sleep(Duration::from_millis(if line == "\x03" { 1500 } else { 600 }));
+        std::thread::sleep(Duration::from_millis(if line == "\x03" {
+            1500
+        } else {
+            600
+        }));
         keys.write_all(line.as_bytes()).expect("typing");
         keys.flush().expect("flush");
     }
@@ -54,14 +58,33 @@ fn console_runs_cells_multiline_input_and_interrupts() {
     std::thread::spawn(move || {
         let _ = tx.send(console.wait_with_output());
     });
-    let out = rx.recv_timeout(Duration::from_secs(60)).expect("console exited within 60 s").expect("console");
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("console exited within 60 s")
+        .expect("console");
     drop(kernel);
     let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    for expected in ["In [1]: ", "hi\n", "Out[1]: 42", "...: ", "Out[3]: 43", "who? carol", "\"carol\"", "KeyboardInterrupt", "Interrupted", "Out[7]: 2"] {
-        assert!(screen.contains(expected), "{expected:?} missing from:\n{screen}");
+    for expected in [
+        "In [1]: ",
+        "hi\n",
+        "Out[1]: 42",
+        "...: ",
+        "Out[3]: 43",
+        "who? carol",
+        "\"carol\"",
+        "KeyboardInterrupt",
+        "Interrupted",
+        "Out[7]: 2",
+    ] {
+        assert!(
+            screen.contains(expected),
+            "{expected:?} missing from:\n{screen}"
+        );
     }
     assert!(out.status.success(), "{screen}");
     let history = dir.path().join(".local/share/kernelgate/console_history");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&history).expect("history").permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&history).expect("history").permissions(),
+    );
     assert_eq!(mode & 0o077, 0, "history file must be owner-only");
 }

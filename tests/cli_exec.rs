@@ -26,7 +26,9 @@ fn exec(kernel: &Kernel, args: &[&str], stdin: Option<&str>) -> Output {
         pipe.write_all(text.as_bytes()).expect("writing stdin");
     }
     drop(pipe);
-    child.wait_with_output().expect("waiting for kernelgate exec")
+    child
+        .wait_with_output()
+        .expect("waiting for kernelgate exec")
 }
 
 fn text(b: &[u8]) -> String {
@@ -44,7 +46,11 @@ fn exec_runs_code_streams_outputs_and_reports_errors() {
     assert_eq!(text(&out.stdout), "hi\n42\n");
 
     // State persists between runs; code from stdin with `-` and with no CODE at all.
-    let out = exec(&kernel, &["-"], Some("let answer = 40 + 2;\nprint(`answer=${answer}`);"));
+    let out = exec(
+        &kernel,
+        &["-"],
+        Some("let answer = 40 + 2;\nprint(`answer=${answer}`);"),
+    );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "answer=42\n");
     let out = exec(&kernel, &[], Some("answer + 1"));
@@ -71,13 +77,25 @@ fn exec_runs_code_streams_outputs_and_reports_errors() {
             for key in ["channel", "header", "parent_header", "metadata", "content"] {
                 assert!(m.get(key).is_some(), "{key} missing in {m}");
             }
-            (m["channel"].as_str().unwrap_or("").into(), m["header"]["msg_type"].as_str().unwrap_or("").into())
+            (
+                m["channel"].as_str().unwrap_or("").into(),
+                m["header"]["msg_type"].as_str().unwrap_or("").into(),
+            )
         })
         .collect();
     let has = |ch: &str, ty: &str| kinds.iter().any(|(c, t)| c == ch && t == ty);
-    assert!(has("iopub", "status") && has("iopub", "stream") && has("iopub", "execute_result"), "{kinds:?}");
-    assert_eq!(kinds.last().map(|(c, t)| (c.as_str(), t.as_str())), Some(("shell", "execute_reply")));
-    let result = lines.iter().find(|m| m["header"]["msg_type"] == "execute_result").expect("result");
+    assert!(
+        has("iopub", "status") && has("iopub", "stream") && has("iopub", "execute_result"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(|(c, t)| (c.as_str(), t.as_str())),
+        Some(("shell", "execute_reply"))
+    );
+    let result = lines
+        .iter()
+        .find(|m| m["header"]["msg_type"] == "execute_result")
+        .expect("result");
     assert_eq!(result["content"]["data"]["text/plain"], "2");
 
     // --json with an error exits 1 too.
@@ -86,7 +104,14 @@ fn exec_runs_code_streams_outputs_and_reports_errors() {
     assert!(text(&out.stdout).lines().any(|l| l.contains("\"error\"")));
 
     // --allow-stdin answers input() from our standard input.
-    let out = exec(&kernel, &["--allow-stdin", r#"let n = input("name? "); print("hello " + n)"#], Some("bob\n"));
+    let out = exec(
+        &kernel,
+        &[
+            "--allow-stdin",
+            r#"let n = input("name? "); print("hello " + n)"#,
+        ],
+        Some("bob\n"),
+    );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "name? hello bob\n");
 
@@ -114,13 +139,21 @@ fn exec_explains_a_missing_file_and_a_silent_kernel() {
         .output()
         .expect("exec");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A connection file nobody listens on: a clear timeout, not a hang.
     let file = dir.path().join("dead.json");
-    let listeners: Vec<_> =
-        (0..5).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
+    let listeners: Vec<_> = (0..5)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
     drop(listeners);
     let info = serde_json::json!({
         "transport": "tcp", "ip": "127.0.0.1", "shell_port": ports[0], "iopub_port": ports[1],
@@ -137,5 +170,9 @@ fn exec_explains_a_missing_file_and_a_silent_kernel() {
         .expect("exec");
     assert_eq!(out.status.code(), Some(1));
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(text(&out.stderr).contains("did not answer"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("did not answer"),
+        "{}",
+        text(&out.stderr)
+    );
 }

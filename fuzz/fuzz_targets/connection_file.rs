@@ -6,7 +6,9 @@ use kernelgate_wire::ConnectionInfo;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(info) = ConnectionInfo::from_json(data) else { return };
+    let Ok(info) = ConnectionInfo::from_json(data) else {
+        return;
+    };
     let written = info.to_json_with_secrets();
     match ConnectionInfo::from_json(&written) {
         Ok(again) => assert_eq!(again, info, "connection file round trip changed it"),
@@ -21,9 +23,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(key) = std::str::from_utf8(info.key.expose()) {
         let shown_elsewhere = info.ip.contains(key)
             || info.kernel_name.contains(key)
-            || info.curve_publickey.as_deref().is_some_and(|p| p.contains(key));
+            || info
+                .curve_publickey
+                .as_deref()
+                .is_some_and(|p| p.contains(key));
         if key.len() >= 8 && !shown_elsewhere {
-            assert!(!format!("{info:?}").contains(key), "Debug output shows the key");
+            assert!(
+                !format!("{info:?}").contains(key),
+                "Debug output shows the key"
+            );
         }
     }
 });

@@ -7,7 +7,9 @@
 #![no_main]
 
 use chrono::{DateTime, TimeZone, Utc};
-use kernelgate_wire::websocket::{decode_legacy_binary, decode_v1, encode_legacy_binary, encode_v1};
+use kernelgate_wire::websocket::{
+    decode_legacy_binary, decode_v1, encode_legacy_binary, encode_v1,
+};
 use kernelgate_wire::{
     decode_unverified, ErrorKind, Key, Limits, Message, Scheme, Session, SessionConfig, Signer,
     DELIMITER,
@@ -19,7 +21,9 @@ const KEY: &[u8] = b"kernelgate-fuzz-key";
 
 fn epoch() -> DateTime<Utc> {
     // Seeds are dated 2026-01-01T00:00:00.xZ; the session starts then and "now" is 1 s later.
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn split_frames(data: &[u8]) -> Vec<Vec<u8>> {
@@ -50,18 +54,36 @@ fn session() -> Session {
         Ok(s) => s,
         Err(e) => panic!("signer: {e}"),
     };
-    let limits = Limits { max_frames: 64, max_frame_bytes: 1 << 16, max_total_bytes: 1 << 20 };
-    Session::started_at(signer, SessionConfig { limits, ..SessionConfig::default() }, epoch())
+    let limits = Limits {
+        max_frames: 64,
+        max_frame_bytes: 1 << 16,
+        max_total_bytes: 1 << 20,
+    };
+    Session::started_at(
+        signer,
+        SessionConfig {
+            limits,
+            ..SessionConfig::default()
+        },
+        epoch(),
+    )
 }
 
 /// Runs the keyed pipeline; on success checks that a replay is refused and that re-encoding the
 /// message decodes to the same message.
 fn keyed(session: &Session, frames: Vec<Vec<u8>>) {
     let now = epoch() + chrono::TimeDelta::seconds(1);
-    let Ok(authentic) = session.authenticate(frames.clone()) else { return };
-    let Ok(msg) = session.admit(authentic, now) else { return };
+    let Ok(authentic) = session.authenticate(frames.clone()) else {
+        return;
+    };
+    let Ok(msg) = session.admit(authentic, now) else {
+        return;
+    };
     // The very same frames again: authentic, but a replay.
-    match session.authenticate(frames).and_then(|a| session.admit(a, now)) {
+    match session
+        .authenticate(frames)
+        .and_then(|a| session.admit(a, now))
+    {
         Err(e) if e.kind() == ErrorKind::Replayed => {}
         other => panic!("replayed message not refused as Replayed: {other:?}"),
     }
@@ -70,8 +92,14 @@ fn keyed(session: &Session, frames: Vec<Vec<u8>>) {
 
 /// encode then decode_unverified gives back the message.
 fn round_trip(session: &Session, msg: &Message) {
-    let Ok(encoded) = session.encode(msg) else { return };
-    let limits = Limits { max_frames: 1 << 10, max_frame_bytes: 1 << 24, max_total_bytes: 1 << 26 };
+    let Ok(encoded) = session.encode(msg) else {
+        return;
+    };
+    let limits = Limits {
+        max_frames: 1 << 10,
+        max_frame_bytes: 1 << 24,
+        max_total_bytes: 1 << 26,
+    };
     match decode_unverified(encoded, &limits) {
         Ok(back) => assert_eq!(&back, msg, "encode/decode round trip changed the message"),
         Err(e) => panic!("re-encoded message does not decode: {e}"),
@@ -113,6 +141,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok((json, buffers)) = decode_legacy_binary(data, 64) {
         let again = decode_legacy_binary(&encode_legacy_binary(&json, &buffers), 64);
-        assert_eq!(again, Ok((json, buffers)), "legacy binary re-encode changed the parts");
+        assert_eq!(
+            again,
+            Ok((json, buffers)),
+            "legacy binary re-encode changed the parts"
+        );
     }
 });

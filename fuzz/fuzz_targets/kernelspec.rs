@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 const PLACEHOLDERS: [&str; 3] = ["{connection_file}", "{resource_dir}", "{prefix}"];
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(spec) = KernelSpec::from_json(data) else { return };
+    let Ok(spec) = KernelSpec::from_json(data) else {
+        return;
+    };
     let vars = ArgvVars {
         connection_file: "/run/user/1000/jupyter/kernel-1.json",
         resource_dir: "/usr/share/jupyter/kernels/python3",
@@ -18,10 +20,16 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(command.len(), spec.argv.len());
     for (arg, out) in spec.argv.iter().zip(&command) {
         if !PLACEHOLDERS.iter().any(|p| arg.contains(p)) {
-            assert_eq!(arg, out, "an argument without known placeholders was changed");
+            assert_eq!(
+                arg, out,
+                "an argument without known placeholders was changed"
+            );
         }
         // The values hold no braces, so every placeholder must be gone.
-        assert!(!PLACEHOLDERS.iter().any(|p| out.contains(p)), "a placeholder survived: {out:?}");
+        assert!(
+            !PLACEHOLDERS.iter().any(|p| out.contains(p)),
+            "a placeholder survived: {out:?}"
+        );
     }
     let _ = spec.supports_curve();
     let _ = is_valid_name(&spec.display_name);
@@ -34,4 +42,3 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("serialized kernelspec does not parse: {e}"),
     }
 });
-

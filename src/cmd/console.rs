@@ -30,7 +30,9 @@ pub struct ConsoleArgs {
 pub fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     let timeout = seconds(args.timeout)?;
     let (path, mut client) = connect(&args.existing, timeout)?;
-    let info = client.kernel_info().map_err(|e| explain(e, "kernel_info_reply", timeout))?;
+    let info = client
+        .kernel_info()
+        .map_err(|e| explain(e, "kernel_info_reply", timeout))?;
     println!(
         "kernelgate console: {} {} ({}) on {}",
         info.implementation,
@@ -111,7 +113,9 @@ fn execute(
         timeout: Some(Duration::from_secs(365 * 86_400)),
         ..ExecuteOptions::default()
     };
-    let mut printer = Printer { out_prompt: Some(count) };
+    let mut printer = Printer {
+        out_prompt: Some(count),
+    };
     executing.store(true, Ordering::SeqCst);
     let result = client.execute(code, &options, &mut printer);
     executing.store(false, Ordering::SeqCst);
@@ -139,30 +143,35 @@ fn interrupt_on_ctrl_c(
 ) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])
         .context("installing the Ctrl-C handler")?;
-    std::thread::Builder::new().name("interrupt".into()).spawn(move || {
-        let mut client: Option<BlockingKernelClient> = None;
-        for _ in signals.forever() {
-            if !executing.load(Ordering::SeqCst) {
-                continue;
-            }
-            if client.is_none() {
-                let config = ClientConfig { timeout, ..ClientConfig::default() };
-                match BlockingKernelClient::from_file(&path, config) {
-                    Ok(c) => client = Some(c),
-                    Err(e) => {
-                        eprintln!("\ncannot interrupt: {e}");
-                        continue;
+    std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            let mut client: Option<BlockingKernelClient> = None;
+            for _ in signals.forever() {
+                if !executing.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if client.is_none() {
+                    let config = ClientConfig {
+                        timeout,
+                        ..ClientConfig::default()
+                    };
+                    match BlockingKernelClient::from_file(&path, config) {
+                        Ok(c) => client = Some(c),
+                        Err(e) => {
+                            eprintln!("\ncannot interrupt: {e}");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(c) = client.as_mut() {
+                    eprintln!("\nKeyboardInterrupt: interrupting the kernel");
+                    if let Err(e) = c.interrupt_request() {
+                        eprintln!("interrupt failed: {e}");
                     }
                 }
             }
-            if let Some(c) = client.as_mut() {
-                eprintln!("\nKeyboardInterrupt: interrupting the kernel");
-                if let Err(e) = c.interrupt_request() {
-                    eprintln!("interrupt failed: {e}");
-                }
-            }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -178,7 +187,11 @@ fn history_file() -> Option<PathBuf> {
     let dir = file.parent()?;
     if !dir.is_dir() {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).ok()?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .ok()?;
     }
     Some(file)
 }
@@ -186,7 +199,11 @@ fn history_file() -> Option<PathBuf> {
 fn save_history(editor: &mut DefaultEditor, file: &std::path::Path) {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     // Create it owner-only before rustyline writes to it; tighten an existing one.
-    let _ = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(file);
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file);
     let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
     if let Err(e) = editor.save_history(file) {
         tracing::debug!(error = %e, "could not save the console history");

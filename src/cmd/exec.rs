@@ -38,7 +38,9 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         Some(code) if code != "-" => code.to_owned(),
         _ => {
             let mut code = String::new();
-            std::io::stdin().read_to_string(&mut code).context("reading code from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut code)
+                .context("reading code from standard input")?;
             code
         }
     };
@@ -65,7 +67,11 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         };
         outcome.reply.status != kernelgate_client::content::Status::Ok
     };
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub(crate) fn seconds(secs: f64) -> anyhow::Result<Duration> {
@@ -86,7 +92,10 @@ pub(crate) fn connect(
             kernelgate_zmq::files::runtime_dir().display()
         )
     })?;
-    let config = ClientConfig { timeout, ..ClientConfig::default() };
+    let config = ClientConfig {
+        timeout,
+        ..ClientConfig::default()
+    };
     let mut client = BlockingKernelClient::from_file(&path, config)
         .with_context(|| format!("connecting to the kernel of {}", path.display()))?;
     ready(&mut client, timeout).map_err(|e| {
@@ -103,14 +112,19 @@ pub(crate) fn connect(
 /// reply and our request's `idle` status on IOPub (so the subscription is live) both arrived.
 fn ready(client: &mut BlockingKernelClient, timeout: Duration) -> kernelgate_client::Result<()> {
     let deadline = Instant::now() + timeout;
-    let timed_out =
-        || kernelgate_client::Error::Timeout { waiting_for: "kernel_info_reply".into(), after: timeout };
+    let timed_out = || kernelgate_client::Error::Timeout {
+        waiting_for: "kernel_info_reply".into(),
+        after: timeout,
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(timed_out());
         }
-        let msg = client.inner().session().message("kernel_info_request", &json!({}), None)?;
+        let msg = client
+            .inner()
+            .session()
+            .message("kernel_info_request", &json!({}), None)?;
         let id = client.send(Channel::Shell, msg)?;
         match client.wait_reply(Channel::Shell, &id, left.min(Duration::from_secs(1))) {
             Ok(_) => {}
@@ -178,10 +192,17 @@ fn execute_json(
         "allow_stdin": options.allow_stdin,
         "stop_on_error": options.stop_on_error,
     });
-    let msg = client.inner().session().message("execute_request", &request, None)?;
+    let msg = client
+        .inner()
+        .session()
+        .message("execute_request", &request, None)?;
     let id = client.send(Channel::Shell, msg)?;
     // IOPub until our `idle`; stdin polled in between when input is allowed.
-    let slice = if options.allow_stdin { Duration::from_millis(20) } else { timeout };
+    let slice = if options.allow_stdin {
+        Duration::from_millis(20)
+    } else {
+        timeout
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -203,8 +224,16 @@ fn execute_json(
             match client.recv_input_request(Duration::from_millis(1)) {
                 Ok(m) => {
                     print_json(Channel::Stdin, &m);
-                    let prompt = m.content.get("prompt").and_then(Value::as_str).unwrap_or("");
-                    let password = m.content.get("password").and_then(Value::as_bool).unwrap_or(false);
+                    let prompt = m
+                        .content
+                        .get("prompt")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let password = m
+                        .content
+                        .get("password")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
                     let value = read_input(prompt, password);
                     client.send_input(&value)?;
                 }
@@ -213,7 +242,9 @@ fn execute_json(
             }
         }
     }
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
     let reply = client
         .wait_reply(Channel::Shell, &id, left)
         .map_err(|e| explain(e, "the execute_reply", timeout))?;

@@ -53,13 +53,24 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing connection file {}", path.display()))?;
         Some(files::RemoveOnDrop::new(path.clone()))
     };
-    println!("kernelgate: built-in kernel ready; connection file: {}", path.display());
-    println!("kernelgate: connect with: kernelgate console --existing {}", path.display());
+    println!(
+        "kernelgate: built-in kernel ready; connection file: {}",
+        path.display()
+    );
+    println!(
+        "kernelgate: connect with: kernelgate console --existing {}",
+        path.display()
+    );
 
     let flags = Flags::default();
     install_signals(&flags)?;
-    let limits = RhaiLimits { max_operations: args.max_operations, ..RhaiLimits::default() };
-    let rejections = bound.run(RhaiKernel::new(limits), flags).context("running the kernel")?;
+    let limits = RhaiLimits {
+        max_operations: args.max_operations,
+        ..RhaiLimits::default()
+    };
+    let rejections = bound
+        .run(RhaiKernel::new(limits), flags)
+        .context("running the kernel")?;
     if rejections.total() > 0 {
         tracing::warn!(rejected = ?rejections.snapshot(), "messages refused during this kernel's life");
     }
@@ -73,22 +84,25 @@ fn install_signals(flags: &Flags) -> anyhow::Result<()> {
     let interactive = std::io::stdin().is_terminal();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let flags = flags.clone();
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            if signal == SIGINT && !(interactive && !flags.busy.load(Ordering::SeqCst)) {
-                flags.interrupt.store(true, Ordering::SeqCst);
-            } else {
-                flags.request_shutdown();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGINT && !(interactive && !flags.busy.load(Ordering::SeqCst)) {
+                    flags.interrupt.store(true, Ordering::SeqCst);
+                } else {
+                    flags.request_shutdown();
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
 fn connection(args: &KernelArgs) -> anyhow::Result<(PathBuf, ConnectionInfo, bool)> {
     if let Some(path) = &args.connection_file {
         if path.exists() {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let info = ConnectionInfo::from_json(&bytes)
                 .with_context(|| format!("connection file {}", path.display()))?;
             return Ok((path.clone(), info, true));
@@ -104,7 +118,8 @@ fn connection(args: &KernelArgs) -> anyhow::Result<(PathBuf, ConnectionInfo, boo
         Some(p) => p.clone(),
         None => {
             let dir = files::runtime_dir();
-            files::ensure_private_dir(&dir).with_context(|| format!("runtime directory {}", dir.display()))?;
+            files::ensure_private_dir(&dir)
+                .with_context(|| format!("runtime directory {}", dir.display()))?;
             dir.join(format!("kernel-{}.json", uuid::Uuid::new_v4()))
         }
     };

@@ -34,13 +34,16 @@ pub enum KernelspecCommand {
 /// The search-path inputs from this process's environment.
 pub fn path_env() -> PathEnv {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    let env_prefix = var("VIRTUAL_ENV").or_else(|| var("CONDA_PREFIX")).map(PathBuf::from);
+    let env_prefix = var("VIRTUAL_ENV")
+        .or_else(|| var("CONDA_PREFIX"))
+        .map(PathBuf::from);
     PathEnv {
         jupyter_path: var("JUPYTER_PATH").map(|v| v.to_string_lossy().into_owned()),
         jupyter_data_dir: var("JUPYTER_DATA_DIR").map(PathBuf::from),
         xdg_data_home: var("XDG_DATA_HOME").map(PathBuf::from),
         home: var("HOME").map(PathBuf::from),
-        prefer_env: var("JUPYTER_PREFER_ENV_PATH").is_some_and(|v| !matches!(v.to_str(), Some("0" | "false" | "no"))),
+        prefer_env: var("JUPYTER_PREFER_ENV_PATH")
+            .is_some_and(|v| !matches!(v.to_str(), Some("0" | "false" | "no"))),
         env_prefix,
     }
 }
@@ -81,7 +84,10 @@ pub fn run(command: KernelspecCommand) -> anyhow::Result<ExitCode> {
                         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
                     out.insert(name.clone(), json!({ "resource_dir": dir, "spec": spec }));
                 }
-                println!("{}", serde_json::to_string_pretty(&json!({ "kernelspecs": out }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "kernelspecs": out }))?
+                );
             } else {
                 println!("Available kernels:");
                 let width = specs.keys().map(String::len).max().unwrap_or(0);
@@ -91,8 +97,15 @@ pub fn run(command: KernelspecCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        KernelspecCommand::Install { user: _, prefix, name } => {
-            anyhow::ensure!(kernelspec::is_valid_name(&name), "invalid kernelspec name {name:?}");
+        KernelspecCommand::Install {
+            user: _,
+            prefix,
+            name,
+        } => {
+            anyhow::ensure!(
+                kernelspec::is_valid_name(&name),
+                "invalid kernelspec name {name:?}"
+            );
             let base = match prefix {
                 Some(p) => p.join("share/jupyter/kernels"),
                 None => path_env()
@@ -120,6 +133,7 @@ fn install(dir: &Path) -> anyhow::Result<()> {
         "metadata": { "kernelgate": { "builtin": true } },
     });
     let path = dir.join("kernel.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

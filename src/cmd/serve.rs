@@ -91,13 +91,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             bail!("refusing to listen beyond loopback without TLS; give --certfile/--keyfile or --insecure-http");
         }
     }
-    let rt = kernelgate_host::tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = kernelgate_host::tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(serve(args))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime_dir = files::runtime_dir();
-    files::ensure_private_dir(&runtime_dir).with_context(|| format!("runtime directory {}", runtime_dir.display()))?;
+    files::ensure_private_dir(&runtime_dir)
+        .with_context(|| format!("runtime directory {}", runtime_dir.display()))?;
     let exe = std::env::current_exe().context("locating the kernelgate binary")?;
     let mut config = HostConfig::new(&exe, runtime_dir.clone());
     let dirs = if args.kernel_dirs.is_empty() {
@@ -107,10 +110,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     config.add_specs(&dirs);
     if !config.specs.contains_key(&args.default_kernel) {
-        bail!("default kernel {:?} is not a known kernelspec", args.default_kernel);
+        bail!(
+            "default kernel {:?} is not a known kernelspec",
+            args.default_kernel
+        );
     }
     config.default_kernel = args.default_kernel.clone();
-    config.origins = OriginPolicy { allow: args.allow_origins.clone() };
+    config.origins = OriginPolicy {
+        allow: args.allow_origins.clone(),
+    };
     config.restart.enabled = args.restart_limit > 0;
     config.restart.limit = args.restart_limit;
     config.heartbeat.interval = secs(args.hb_interval).max(Duration::from_millis(100));
@@ -118,7 +126,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.shutdown.request_wait = secs(args.shutdown_wait);
     config.shutdown.term_wait = secs(args.term_wait);
     config.cull = CullPolicy {
-        idle_timeout: (args.cull_idle_timeout > 0).then(|| Duration::from_secs(args.cull_idle_timeout)),
+        idle_timeout: (args.cull_idle_timeout > 0)
+            .then(|| Duration::from_secs(args.cull_idle_timeout)),
         interval: Duration::from_secs(args.cull_interval.max(1)),
         cull_busy: args.cull_busy,
         cull_connected: args.cull_connected,
@@ -127,8 +136,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = std::net::TcpListener::bind((args.ip, args.port))
         .with_context(|| format!("binding {}:{}", args.ip, args.port))?;
     let port = listener.local_addr()?.port();
-    config.state_file =
-        Some(args.state_file.clone().unwrap_or_else(|| runtime_dir.join(format!("kernelgate-host-{port}.json"))));
+    config.state_file = Some(
+        args.state_file
+            .clone()
+            .unwrap_or_else(|| runtime_dir.join(format!("kernelgate-host-{port}.json"))),
+    );
 
     let (token, token_file) = match &args.token_file {
         Some(p) => (Token::load(p)?, None),
@@ -149,18 +161,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let names: Vec<&String> = host.shared.config.specs.keys().collect();
-    eprintln!("kernelgate: kernelspecs: {names:?} (default {})", host.shared.config.default_kernel);
+    eprintln!(
+        "kernelgate: kernelspecs: {names:?} (default {})",
+        host.shared.config.default_kernel
+    );
     if let Some(f) = token_file.as_ref().and_then(|f| f.path()) {
         eprintln!("kernelgate: token stored owner-only in {}", f.display());
     }
-    let scheme = if args.certfile.is_some() { "https" } else { "http" };
-    let shown_ip = if args.ip.is_unspecified() { "127.0.0.1".to_string() } else { args.ip.to_string() };
-    eprintln!("kernelgate: serving on {scheme}://{}:{port}/ (Ctrl-C or SIGTERM to stop)", shown_ip);
+    let scheme = if args.certfile.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let shown_ip = if args.ip.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        args.ip.to_string()
+    };
+    eprintln!(
+        "kernelgate: serving on {scheme}://{}:{port}/ (Ctrl-C or SIGTERM to stop)",
+        shown_ip
+    );
     // The one place the token is shown, like Jupyter's startup URL.
     println!("{scheme}://{shown_ip}:{port}/?token={}", token.expose());
 
     let shutdown = async {
-        let mut term = match kernelgate_host::tokio::signal::unix::signal(kernelgate_host::tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match kernelgate_host::tokio::signal::unix::signal(
+            kernelgate_host::tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(t) => t,
             Err(_) => return std::future::pending().await,
         };

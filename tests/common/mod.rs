@@ -30,10 +30,17 @@ impl Kernel {
             .expect("spawning kernelgate kernel");
         let started = Instant::now();
         while !file.exists() {
-            assert!(started.elapsed() < Duration::from_secs(20), "no connection file after 20 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no connection file after 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Kernel { child, file, runtime }
+        Kernel {
+            child,
+            file,
+            runtime,
+        }
     }
 
     /// SIGTERM, then waits: the kernel must exit on its own and remove its connection file.
@@ -49,7 +56,10 @@ impl Kernel {
                 assert!(status.success(), "kernel exited with {status}");
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "kernel still running 10 s after SIGTERM");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "kernel still running 10 s after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!self.file.exists(), "connection file left behind");
@@ -62,4 +72,3 @@ impl Drop for Kernel {
         let _ = self.child.wait();
     }
 }
-

@@ -68,7 +68,16 @@ struct Case {
 
 impl Case {
     fn new(case: String, unit: &'static str, ours: f64) -> Case {
-        Case { case, unit, ours, peer_name: None, peer: None, ratio_peer_over_ours: true, target: None, met: None }
+        Case {
+            case,
+            unit,
+            ours,
+            peer_name: None,
+            peer: None,
+            ratio_peer_over_ours: true,
+            target: None,
+            met: None,
+        }
     }
     fn peer(mut self, name: &str, v: Option<f64>) -> Case {
         self.peer_name = Some(name.to_owned());
@@ -89,7 +98,11 @@ impl Case {
         if self.ours <= 0.0 {
             return None;
         }
-        Some(if self.ratio_peer_over_ours { p / self.ours } else { self.ours / p })
+        Some(if self.ratio_peer_over_ours {
+            p / self.ours
+        } else {
+            self.ours / p
+        })
     }
 }
 
@@ -105,13 +118,22 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
     // The peer: jupyter_server + ipykernel, round trips and the N = 8 anchor.
     let peer = run_peer(python, args)?;
     let pget = |case: &str, key: &str| -> Option<f64> {
-        peer.iter().find(|v| v["case"] == case).and_then(|v| v[key].as_f64())
+        peer.iter()
+            .find(|v| v["case"] == case)
+            .and_then(|v| v[key].as_f64())
     };
-    let js = format!("jupyter_server {}", peer.iter().find_map(|v| v["jupyter_server"].as_str()).unwrap_or("?"));
+    let js = format!(
+        "jupyter_server {}",
+        peer.iter()
+            .find_map(|v| v["jupyter_server"].as_str())
+            .unwrap_or("?")
+    );
 
     // Ours: kernelgate serve.
     let host = Host::start(&bin, dir.path())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (ws, wsq) = rt.block_on(ws_rtt(&host, args))?;
 
     let (wm, wp) = (pct(&ws, 0.5), pct(&ws, 0.99));
@@ -119,42 +141,105 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
     let jm = pget("rtt", "median_us");
     let jp = pget("rtt", "p99_us");
     cases.push(
-        Case::new("rtt/ws kernelgate vs jupyter_server (median)".into(), "us", wm)
-            .peer(&js, jm)
-            .target(">= 10x", jm.is_some_and(|j| j / wm >= 10.0)),
+        Case::new(
+            "rtt/ws kernelgate vs jupyter_server (median)".into(),
+            "us",
+            wm,
+        )
+        .peer(&js, jm)
+        .target(">= 10x", jm.is_some_and(|j| j / wm >= 10.0)),
     );
-    cases.push(Case::new("rtt/ws kernelgate vs jupyter_server (p99)".into(), "us", wp).peer(&js, jp));
+    cases.push(
+        Case::new("rtt/ws kernelgate vs jupyter_server (p99)".into(), "us", wp).peer(&js, jp),
+    );
     cases.push(
         Case::new("rtt/ws kernelgate vs zmq direct (median)".into(), "us", wm)
             .peer("zmq direct (floor)", Some(fm))
             .overhead()
             .target("<= 1.5x", wm / fm <= 1.5),
     );
-    cases.push(Case::new("rtt/ws kernelgate vs zmq direct (p99)".into(), "us", wp).peer("zmq direct (floor)", Some(fp)).overhead());
+    cases.push(
+        Case::new("rtt/ws kernelgate vs zmq direct (p99)".into(), "us", wp)
+            .peer("zmq direct (floor)", Some(fp))
+            .overhead(),
+    );
     // Diagnostic: the same with TCP_QUICKACK on the client socket, which takes the ~40 ms of
     // delayed ACK x Nagle (a server socket without TCP_NODELAY) out of each round trip.
     let (qm, qp) = (pct(&wsq, 0.5), pct(&wsq, 0.99));
-    let (jqm, jqp) = (pget("rtt_quickack", "median_us"), pget("rtt_quickack", "p99_us"));
-    cases.push(Case::new("rtt-quickack/ws vs jupyter_server (median)".into(), "us", qm).peer(&js, jqm).target(">= 10x", jqm.is_some_and(|j| j / qm >= 10.0)));
-    cases.push(Case::new("rtt-quickack/ws vs jupyter_server (p99)".into(), "us", qp).peer(&js, jqp));
-    cases.push(Case::new("rtt-quickack/ws vs zmq direct (median)".into(), "us", qm).peer("zmq direct (floor)", Some(fm)).overhead().target("<= 1.5x", qm / fm <= 1.5));
-    cases.push(Case::new("rtt-quickack/ws vs zmq direct (p99)".into(), "us", qp).peer("zmq direct (floor)", Some(fp)).overhead());
+    let (jqm, jqp) = (
+        pget("rtt_quickack", "median_us"),
+        pget("rtt_quickack", "p99_us"),
+    );
+    cases.push(
+        Case::new(
+            "rtt-quickack/ws vs jupyter_server (median)".into(),
+            "us",
+            qm,
+        )
+        .peer(&js, jqm)
+        .target(">= 10x", jqm.is_some_and(|j| j / qm >= 10.0)),
+    );
+    cases
+        .push(Case::new("rtt-quickack/ws vs jupyter_server (p99)".into(), "us", qp).peer(&js, jqp));
+    cases.push(
+        Case::new("rtt-quickack/ws vs zmq direct (median)".into(), "us", qm)
+            .peer("zmq direct (floor)", Some(fm))
+            .overhead()
+            .target("<= 1.5x", qm / fm <= 1.5),
+    );
+    cases.push(
+        Case::new("rtt-quickack/ws vs zmq direct (p99)".into(), "us", qp)
+            .peer("zmq direct (floor)", Some(fp))
+            .overhead(),
+    );
 
     let pn = args.peer_kernels;
     let anchor = format!("{js} + ipykernel, N={pn}");
-    for n in [10usize, 100, 1000].into_iter().filter(|n| *n <= args.max_kernels.max(10)) {
+    for n in [10usize, 100, 1000]
+        .into_iter()
+        .filter(|n| *n <= args.max_kernels.max(10))
+    {
         let s = rt.block_on(scale(&host, n, args))?;
-        let ready = Case::new(format!("scale/N={n} ready (all idle)"), "ms", s.ready_ms).peer(&anchor, pget("scale", "ready_ms"));
-        cases.push(if n == 1000 { ready.target("< 10000 ms", s.ready_ms < 10_000.0) } else { ready });
+        let ready = Case::new(format!("scale/N={n} ready (all idle)"), "ms", s.ready_ms)
+            .peer(&anchor, pget("scale", "ready_ms"));
+        cases.push(if n == 1000 {
+            ready.target("< 10000 ms", s.ready_ms < 10_000.0)
+        } else {
+            ready
+        });
         cases.push(
-            Case::new(format!("scale/N={n} host idle CPU"), "% core", s.host_cpu_pct)
-                .peer(&anchor, pget("scale", "server_cpu_pct"))
-                .target("< 2%", s.host_cpu_pct < 2.0),
+            Case::new(
+                format!("scale/N={n} host idle CPU"),
+                "% core",
+                s.host_cpu_pct,
+            )
+            .peer(&anchor, pget("scale", "server_cpu_pct"))
+            .target("< 2%", s.host_cpu_pct < 2.0),
         );
-        cases.push(Case::new(format!("scale/N={n} kernels idle CPU (sum)"), "% core", s.kernels_cpu_pct).peer(&anchor, pget("scale", "kernels_cpu_pct")));
-        cases.push(Case::new(format!("scale/N={n} host RSS"), "MiB", s.host_rss_mib).peer(&anchor, pget("scale", "server_rss_mib")));
-        cases.push(Case::new(format!("scale/N={n} RSS per kernel"), "MiB", s.per_kernel_rss_mib).peer(&anchor, pget("scale", "per_kernel_rss_mib")));
-        cases.push(Case::new(format!("scale/N={n} delete all"), "ms", s.delete_ms).peer(&anchor, pget("scale", "delete_ms")));
+        cases.push(
+            Case::new(
+                format!("scale/N={n} kernels idle CPU (sum)"),
+                "% core",
+                s.kernels_cpu_pct,
+            )
+            .peer(&anchor, pget("scale", "kernels_cpu_pct")),
+        );
+        cases.push(
+            Case::new(format!("scale/N={n} host RSS"), "MiB", s.host_rss_mib)
+                .peer(&anchor, pget("scale", "server_rss_mib")),
+        );
+        cases.push(
+            Case::new(
+                format!("scale/N={n} RSS per kernel"),
+                "MiB",
+                s.per_kernel_rss_mib,
+            )
+            .peer(&anchor, pget("scale", "per_kernel_rss_mib")),
+        );
+        cases.push(
+            Case::new(format!("scale/N={n} delete all"), "ms", s.delete_ms)
+                .peer(&anchor, pget("scale", "delete_ms")),
+        );
     }
     drop(rt);
     host.stop();
@@ -180,7 +265,10 @@ fn print(cases: &[Case], json_out: bool, args: &Args, ws_n: usize, floor_n: usiz
          ratio = peer/ours (x faster or smaller) except vs zmq direct: ours/floor (overhead)",
         args.rounds, args.warmup
     );
-    println!("{:<44} {:>16} {:>42} {:>9}  target", "case", "ours", "peer", "ratio");
+    println!(
+        "{:<44} {:>16} {:>42} {:>9}  target",
+        "case", "ours", "peer", "ratio"
+    );
     for c in cases {
         let ours = format!("{} {}", fmt(c.ours), c.unit);
         let peer = match (&c.peer_name, c.peer) {
@@ -193,7 +281,10 @@ fn print(cases: &[Case], json_out: bool, args: &Args, ws_n: usize, floor_n: usiz
             (Some(t), Some(m)) => format!("{t} {}", if m { "met" } else { "MISSED" }),
             _ => String::new(),
         };
-        println!("{:<44} {:>16} {:>42} {:>9}  {target}", c.case, ours, peer, ratio);
+        println!(
+            "{:<44} {:>16} {:>42} {:>9}  {target}",
+            c.case, ours, peer, ratio
+        );
     }
 }
 
@@ -222,8 +313,14 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<TempDir> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("kernelgate-bench-host-{}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "kernelgate-bench-host-{}-{nanos}",
+            std::process::id()
+        ));
         fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(0o700))?;
         Ok(TempDir(p))
@@ -314,7 +411,11 @@ impl Host {
     fn start(bin: &Path, dir: &Path) -> Result<Host> {
         let token = random_token()?;
         let token_file = dir.join("token");
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&token_file)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)?;
         f.write_all(token.as_bytes())?;
         drop(f);
         let specs = dir.join("kernelspecs");
@@ -338,7 +439,10 @@ impl Host {
         BufReader::new(stdout).read_line(&mut line)?;
         // http://127.0.0.1:PORT/?token=...
         let base = line.split("/?").next().unwrap_or("").trim().to_owned();
-        let addr = base.strip_prefix("http://").ok_or_else(|| anyhow!("kernelgate serve printed no URL (got {line:?})"))?.to_owned();
+        let addr = base
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("kernelgate serve printed no URL (got {line:?})"))?
+            .to_owned();
         Ok(Host { proc, addr, token })
     }
 
@@ -361,18 +465,34 @@ impl Host {
         let mut out = Vec::new();
         tokio::time::timeout(Duration::from_secs(120), s.read_to_end(&mut out)).await??;
         let text = String::from_utf8_lossy(&out).into_owned();
-        let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("bad HTTP response {text:?}"))?;
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad HTTP response {text:?}"))?;
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
         Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
     }
 
     async fn start_kernel(&self) -> Result<String> {
-        let (st, v) = self.http("POST", "/api/kernels", Some(&json!({"name": "rhai"}))).await?;
+        let (st, v) = self
+            .http("POST", "/api/kernels", Some(&json!({"name": "rhai"})))
+            .await?;
         if st / 100 != 2 {
             bail!("POST /api/kernels: {st} {v}");
         }
-        v.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("POST /api/kernels returned no id: {v}"))
+        v.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("POST /api/kernels returned no id: {v}"))
     }
 }
 
@@ -392,7 +512,13 @@ fn dechunk(s: &str) -> String {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value, quickack: bool) -> Result<Value> {
+async fn ws_request(
+    ws: &mut Ws,
+    seq: &mut u64,
+    msg_type: &str,
+    content: &Value,
+    quickack: bool,
+) -> Result<Value> {
     *seq += 1;
     let id = format!("bench-{}-{seq}", std::process::id());
     let m = json!({"channel": "shell",
@@ -412,7 +538,10 @@ async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value,
         let WsMessage::Text(t) = frame else { continue };
         let v: Value = serde_json::from_str(t.as_str())?;
         let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str);
-        if field("/channel") == Some("shell") && field("/parent_header/msg_id") == Some(id.as_str()) && field("/header/msg_type") == Some(reply_type.as_str()) {
+        if field("/channel") == Some("shell")
+            && field("/parent_header/msg_id") == Some(id.as_str())
+            && field("/header/msg_type") == Some(reply_type.as_str())
+        {
             return Ok(v);
         }
     }
@@ -421,14 +550,20 @@ async fn ws_request(ws: &mut Ws, seq: &mut u64, msg_type: &str, content: &Value,
 /// (plain round trips, round trips with TCP_QUICKACK on the client socket).
 async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
     let id = host.start_kernel().await?;
-    let url = format!("ws://{}/api/kernels/{id}/channels?session_id=bench", host.addr);
+    let url = format!(
+        "ws://{}/api/kernels/{id}/channels?session_id=bench",
+        host.addr
+    );
     let mut req = url.into_client_request()?;
-    req.headers_mut().insert("Authorization", format!("token {}", host.token).parse()?);
+    req.headers_mut()
+        .insert("Authorization", format!("token {}", host.token).parse()?);
     // TCP_NODELAY on our side (as websocket-client does): without it Nagle holds a frame's second
     // write until the peer's delayed ACK, ~40 ms per round trip.
     let tcp = tokio::net::TcpStream::connect(&host.addr).await?;
     tcp.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.context("WebSocket connect to kernelgate serve")?;
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .context("WebSocket connect to kernelgate serve")?;
     let mut seq = 0;
     // Ready: the first kernel_info reply (retried while the kernel starts).
     let t0 = Instant::now();
@@ -438,7 +573,9 @@ async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
             Err(e) if t0.elapsed() < Duration::from_secs(30) => {
                 let _ = e;
             }
-            Err(e) => return Err(e.context("kernel through kernelgate serve never answered kernel_info")),
+            Err(e) => {
+                return Err(e.context("kernel through kernelgate serve never answered kernel_info"))
+            }
         }
     }
     let execute = execute_content();
@@ -450,7 +587,10 @@ async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
             let r = ws_request(&mut ws, &mut seq, "execute_request", &execute, quickack).await?;
             let us = t.elapsed().as_secs_f64() * 1e6;
             if r.pointer("/content/status").and_then(Value::as_str) != Some("ok") {
-                bail!("ws: execute_reply {}", r.get("content").unwrap_or(&Value::Null));
+                bail!(
+                    "ws: execute_reply {}",
+                    r.get("content").unwrap_or(&Value::Null)
+                );
             }
             if i >= args.warmup {
                 if quickack { &mut quick } else { &mut out }.push(us);
@@ -458,7 +598,9 @@ async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
         }
     }
     let _ = ws.close(None).await;
-    let (st, v) = host.http("DELETE", &format!("/api/kernels/{id}"), None).await?;
+    let (st, v) = host
+        .http("DELETE", &format!("/api/kernels/{id}"), None)
+        .await?;
     if st / 100 != 2 {
         bail!("DELETE kernel: {st} {v}");
     }
@@ -497,7 +639,10 @@ async fn scale(host: &Host, n: usize, args: &Args) -> Result<Scale> {
             bail!("GET /api/kernels: {st} {v}");
         }
         let list = v.as_array().cloned().unwrap_or_default();
-        let idle = list.iter().filter(|k| ids.iter().any(|i| k["id"] == i.as_str()) && k["execution_state"] == "idle").count();
+        let idle = list
+            .iter()
+            .filter(|k| ids.iter().any(|i| k["id"] == i.as_str()) && k["execution_state"] == "idle")
+            .count();
         if idle == n {
             break;
         }
@@ -515,23 +660,40 @@ async fn scale(host: &Host, n: usize, args: &Args) -> Result<Scale> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kids = children(pid);
     let hz = clk_tck();
-    let (h0, k0) = (cpu_ticks(pid), kids.iter().map(|k| cpu_ticks(*k)).sum::<u64>());
+    let (h0, k0) = (
+        cpu_ticks(pid),
+        kids.iter().map(|k| cpu_ticks(*k)).sum::<u64>(),
+    );
     let w0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.idle_secs)).await;
     let wall = w0.elapsed().as_secs_f64();
-    let (h1, k1) = (cpu_ticks(pid), kids.iter().map(|k| cpu_ticks(*k)).sum::<u64>());
+    let (h1, k1) = (
+        cpu_ticks(pid),
+        kids.iter().map(|k| cpu_ticks(*k)).sum::<u64>(),
+    );
     let host_cpu_pct = (h1.saturating_sub(h0)) as f64 / hz / wall * 100.0;
     let kernels_cpu_pct = (k1.saturating_sub(k0)) as f64 / hz / wall * 100.0;
     let host_rss_mib = rss_mib(pid);
     let kids = children(pid);
-    let per_kernel_rss_mib = if kids.is_empty() { f64::NAN } else { kids.iter().map(|k| rss_mib(*k)).sum::<f64>() / kids.len() as f64 };
+    let per_kernel_rss_mib = if kids.is_empty() {
+        f64::NAN
+    } else {
+        kids.iter().map(|k| rss_mib(*k)).sum::<f64>() / kids.len() as f64
+    };
     if kids.len() != n {
-        eprintln!("kernelgate-bench: note: {} kernel processes under the host for N={n}", kids.len());
+        eprintln!(
+            "kernelgate-bench: note: {} kernel processes under the host for N={n}",
+            kids.len()
+        );
     }
 
     let t1 = Instant::now();
     for chunk in ids.chunks(CONCURRENCY) {
-        let rs = futures_util::future::join_all(chunk.iter().map(|id| async move { host.http("DELETE", &format!("/api/kernels/{id}"), None).await })).await;
+        let rs = futures_util::future::join_all(chunk.iter().map(|id| async move {
+            host.http("DELETE", &format!("/api/kernels/{id}"), None)
+                .await
+        }))
+        .await;
         for r in rs {
             let (st, v) = r?;
             if st / 100 != 2 {
@@ -544,7 +706,14 @@ async fn scale(host: &Host, n: usize, args: &Args) -> Result<Scale> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delete_ms = t1.elapsed().as_secs_f64() * 1e3;
-    Ok(Scale { ready_ms, host_cpu_pct, kernels_cpu_pct, host_rss_mib, per_kernel_rss_mib, delete_ms })
+    Ok(Scale {
+        ready_ms,
+        host_cpu_pct,
+        kernels_cpu_pct,
+        host_rss_mib,
+        per_kernel_rss_mib,
+        delete_ms,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,18 +730,27 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 fn cpu_ticks(pid: u32) -> u64 {
     // After ')': state(0) ppid(1) ... utime(11) stime(12).
     stat_fields(pid)
-        .map(|f| f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .map(|f| {
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
         .unwrap_or(0)
 }
 
 fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else { return out };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if let Some(f) = stat_fields(p) {
             // Zombies (state Z) are not kernels any more.
-            if f.get(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid) && f.first().map(String::as_str) != Some("Z") {
+            if f.get(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid)
+                && f.first().map(String::as_str) != Some("Z")
+            {
                 out.push(p);
             }
         }
@@ -590,7 +768,12 @@ fn clk_tck() -> f64 {
         .arg("CLK_TCK")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .filter(|v| *v > 0.0)
         .unwrap_or(100.0)
 }

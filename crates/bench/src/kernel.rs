@@ -62,12 +62,27 @@ struct Case {
 
 impl Case {
     fn latency(case: &str, s: Stats) -> Case {
-        Case { case: case.into(), median_us: Some(s.median), p99_us: Some(s.p99), ms: None, mib: None }
+        Case {
+            case: case.into(),
+            median_us: Some(s.median),
+            p99_us: Some(s.p99),
+            ms: None,
+            mib: None,
+        }
     }
     fn from_peer(v: &Value) -> Result<Case> {
-        let case = v.get("case").and_then(Value::as_str).ok_or_else(|| anyhow!("peer line {v}"))?;
+        let case = v
+            .get("case")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("peer line {v}"))?;
         let f = |k: &str| v.get(k).and_then(Value::as_f64);
-        Ok(Case { case: case.into(), median_us: f("median_us"), p99_us: f("p99_us"), ms: f("ms"), mib: f("mib") })
+        Ok(Case {
+            case: case.into(),
+            median_us: f("median_us"),
+            p99_us: f("p99_us"),
+            ms: f("ms"),
+            mib: f("mib"),
+        })
     }
 }
 
@@ -84,7 +99,10 @@ fn stats(mut samples: Vec<f64>) -> Stats {
         let k = ((p * samples.len() as f64).ceil() as usize).max(1);
         samples.get(k - 1).copied().unwrap_or(f64::NAN)
     };
-    Stats { median: rank(0.5), p99: rank(0.99) }
+    Stats {
+        median: rank(0.5),
+        p99: rank(0.99),
+    }
 }
 
 fn time_rounds(rounds: usize, warmup: usize, mut one: impl FnMut() -> Result<()>) -> Result<Stats> {
@@ -103,7 +121,10 @@ fn time_rounds(rounds: usize, warmup: usize, mut one: impl FnMut() -> Result<()>
 /// Runs the benchmark and prints the table (or JSON lines).
 pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
     if args.rounds < 1000 && !json_out {
-        eprintln!("note: --rounds {} is below the 1,000 the issue asks for", args.rounds);
+        eprintln!(
+            "note: --rounds {} is below the 1,000 the issue asks for",
+            args.rounds
+        );
     }
     let bin = kernelgate_binary(args.kernelgate.as_deref())?;
     let dir = std::env::temp_dir().join(format!("kernelgate-bench-{}", std::process::id()));
@@ -140,19 +161,55 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     let info_reply = ours.request(Channel::Shell, "kernel_info_request", json!({}))?;
 
     // The floor, with our kernel's actual reply contents.
-    let floor_exec = floor(("execute_request", &execute), ("execute_reply", &exec_reply.content), args)?;
-    let floor_info = floor(("kernel_info_request", &json!({})), ("kernel_info_reply", &info_reply.content), args)?;
-    cases.push(Case::latency("floor/execute (raw libzmq DEALER<->ROUTER, same frames)", floor_exec));
-    cases.push(Case::latency("floor/kernel_info (raw libzmq DEALER<->ROUTER, same frames)", floor_info));
+    let floor_exec = floor(
+        ("execute_request", &execute),
+        ("execute_reply", &exec_reply.content),
+        args,
+    )?;
+    let floor_info = floor(
+        ("kernel_info_request", &json!({})),
+        ("kernel_info_reply", &info_reply.content),
+        args,
+    )?;
+    cases.push(Case::latency(
+        "floor/execute (raw libzmq DEALER<->ROUTER, same frames)",
+        floor_exec,
+    ));
+    cases.push(Case::latency(
+        "floor/kernel_info (raw libzmq DEALER<->ROUTER, same frames)",
+        floor_info,
+    ));
     // Not the floor of the targets: the same, plus the IOPub messages the protocol makes a kernel
     // publish around the request (what it costs the transport, with no kernel logic at all).
     let busy = ("status", json!({"execution_state": "busy"}));
-    let input = ("execute_input", json!({"code": "1+1", "execution_count": 1}));
-    let result = ("execute_result", json!({"execution_count": 1, "data": {"text/plain": "2"}, "metadata": {}}));
-    let s = floor_with_iopub(("execute_request", &execute), ("execute_reply", &exec_reply.content), &[busy.clone(), input, result], args)?;
-    cases.push(Case::latency("floor+iopub/execute (same + busy,input,result,idle on PUB)", s));
-    let s = floor_with_iopub(("kernel_info_request", &json!({})), ("kernel_info_reply", &info_reply.content), &[busy], args)?;
-    cases.push(Case::latency("floor+iopub/kernel_info (same + busy,idle on PUB)", s));
+    let input = (
+        "execute_input",
+        json!({"code": "1+1", "execution_count": 1}),
+    );
+    let result = (
+        "execute_result",
+        json!({"execution_count": 1, "data": {"text/plain": "2"}, "metadata": {}}),
+    );
+    let s = floor_with_iopub(
+        ("execute_request", &execute),
+        ("execute_reply", &exec_reply.content),
+        &[busy.clone(), input, result],
+        args,
+    )?;
+    cases.push(Case::latency(
+        "floor+iopub/execute (same + busy,input,result,idle on PUB)",
+        s,
+    ));
+    let s = floor_with_iopub(
+        ("kernel_info_request", &json!({})),
+        ("kernel_info_reply", &info_reply.content),
+        &[busy],
+        args,
+    )?;
+    cases.push(Case::latency(
+        "floor+iopub/kernel_info (same + busy,idle on PUB)",
+        s,
+    ));
 
     // Our client -> our kernel.
     cases.extend(our_client_cases(&mut ours, "ours", &execute, args)?);
@@ -164,14 +221,27 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     cases.push(Case::latency("split/execute ours->minimal kernel", s));
 
     if args.ours_only {
-        return finish(cases, ours, ours_kernel, ours_start, fresh_rss, json_out, python);
+        return finish(
+            cases,
+            ours,
+            ours_kernel,
+            ours_start,
+            fresh_rss,
+            json_out,
+            python,
+        );
     }
     // The Python side; it keeps an ipykernel alive for our client at the end.
     let mut peer = Command::new(python.path())
         .arg(workspace_root().join("python/peers/bench_kernel.py"))
         .arg("--ours")
         .arg(&file)
-        .args(["--rounds", &args.rounds.to_string(), "--warmup", &args.warmup.to_string()])
+        .args([
+            "--rounds",
+            &args.rounds.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
         .args(["--starts", &args.starts.clamp(1, 3).to_string()])
         .env("JUPYTER_RUNTIME_DIR", dir)
         .stdin(Stdio::piped())
@@ -184,7 +254,8 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     let mut ipykernel: Option<PathBuf> = None;
     for line in lines.by_ref() {
         let line = line?;
-        let v: Value = serde_json::from_str(&line).with_context(|| format!("peer printed {line:?}"))?;
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("peer printed {line:?}"))?;
         if let Some(f) = v.get("ipykernel").and_then(Value::as_str) {
             ipykernel = Some(f.into());
             break;
@@ -212,7 +283,15 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         bail!("python/peers/bench_kernel.py failed: {status}");
     }
 
-    finish(cases, ours, ours_kernel, ours_start, fresh_rss, json_out, python)
+    finish(
+        cases,
+        ours,
+        ours_kernel,
+        ours_start,
+        fresh_rss,
+        json_out,
+        python,
+    )
 }
 
 fn finish(
@@ -228,11 +307,35 @@ fn finish(
     let used_anon = status_mib(ours_kernel.pid(), "RssAnon:")?;
     drop(ours);
     ours_kernel.stop()?;
-    cases.push(Case { case: "startup/ours".into(), ms: Some(ours_start), median_us: None, p99_us: None, mib: None });
-    cases.push(Case { case: "memory/ours (fresh)".into(), mib: Some(median(&mut fresh_rss)), median_us: None, p99_us: None, ms: None });
-    cases.push(Case { case: "memory/ours (after round trips)".into(), mib: Some(used_rss), median_us: None, p99_us: None, ms: None });
+    cases.push(Case {
+        case: "startup/ours".into(),
+        ms: Some(ours_start),
+        median_us: None,
+        p99_us: None,
+        mib: None,
+    });
+    cases.push(Case {
+        case: "memory/ours (fresh)".into(),
+        mib: Some(median(&mut fresh_rss)),
+        median_us: None,
+        p99_us: None,
+        ms: None,
+    });
+    cases.push(Case {
+        case: "memory/ours (after round trips)".into(),
+        mib: Some(used_rss),
+        median_us: None,
+        p99_us: None,
+        ms: None,
+    });
     // Anonymous memory: what each further kernel adds (the binary's text pages are shared).
-    cases.push(Case { case: "memory/ours RssAnon (after round trips)".into(), mib: Some(used_anon), median_us: None, p99_us: None, ms: None });
+    cases.push(Case {
+        case: "memory/ours RssAnon (after round trips)".into(),
+        mib: Some(used_anon),
+        median_us: None,
+        p99_us: None,
+        ms: None,
+    });
 
     print(&cases, json_out, python);
     Ok(())
@@ -273,7 +376,13 @@ fn our_client_cases(
 /// A blocking DEALER that signs a fresh execute_request per round and waits for any reply (no
 /// verification), with an unread SUB on IOPub: our kernel's cost on top of the floor.
 fn minimal_client(info: &ConnectionInfo, execute: &Value, args: &Args) -> Result<Stats> {
-    let session = Session::new(info.signer(false)?, SessionConfig { replay: None, ..SessionConfig::default() });
+    let session = Session::new(
+        info.signer(false)?,
+        SessionConfig {
+            replay: None,
+            ..SessionConfig::default()
+        },
+    );
     let ctx = ZmqContext::new()?;
     let sub = ctx.socket(SocketType::Sub)?;
     sub.subscribe(b"")?;
@@ -291,13 +400,21 @@ fn minimal_client(info: &ConnectionInfo, execute: &Value, args: &Args) -> Result
 
 /// Our blocking client against a minimal kernel: a thread that verifies each request and answers a
 /// signed reply, publishing nothing: our client's cost on top of the floor.
-fn our_client_to_minimal_kernel(info: &ConnectionInfo, reply: &Value, args: &Args) -> Result<Stats> {
+fn our_client_to_minimal_kernel(
+    info: &ConnectionInfo,
+    reply: &Value,
+    args: &Args,
+) -> Result<Stats> {
     let ctx = ZmqContext::new()?;
     let bind = |ty| -> Result<(kernelgate_zmq::Socket, u16)> {
         let s = ctx.socket(ty)?;
         s.bind("tcp://127.0.0.1:*")?;
         let ep = s.last_endpoint()?;
-        let port = ep.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("{ep}"))?;
+        let port = ep
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow!("{ep}"))?;
         Ok((s, port))
     };
     let (shell, shell_port) = bind(SocketType::Router)?;
@@ -327,9 +444,13 @@ fn our_client_to_minimal_kernel(info: &ConnectionInfo, reply: &Value, args: &Arg
     let execute = json!({"code": "1+1", "silent": false, "store_history": true,
         "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
     let s = time_rounds(args.rounds, args.warmup, || {
-        c.request(Channel::Shell, "execute_request", execute.clone()).map(drop).map_err(Into::into)
+        c.request(Channel::Shell, "execute_request", execute.clone())
+            .map(drop)
+            .map_err(Into::into)
     })?;
-    kernel.join().map_err(|_| anyhow!("minimal kernel panicked"))??;
+    kernel
+        .join()
+        .map_err(|_| anyhow!("minimal kernel panicked"))??;
     Ok(s)
 }
 
@@ -354,8 +475,17 @@ fn floor_with_iopub(
     before: &[(&str, Value)],
     args: &Args,
 ) -> Result<Stats> {
-    let signer = Signer::new(Scheme::Sha256, &Key::new(b"kernelgate-bench-floor-key-0123456789"))?;
-    let session = Session::new(signer, SessionConfig { replay: None, ..SessionConfig::default() });
+    let signer = Signer::new(
+        Scheme::Sha256,
+        &Key::new(b"kernelgate-bench-floor-key-0123456789"),
+    )?;
+    let session = Session::new(
+        signer,
+        SessionConfig {
+            replay: None,
+            ..SessionConfig::default()
+        },
+    );
     let req = session.message(request.0, request.1, None)?;
     let rep = session.message(reply.0, reply.1, Some(&req))?;
     let req_frames = session.encode(&req)?;
@@ -366,8 +496,10 @@ fn floor_with_iopub(
         Ok(session.encode(&m)?)
     };
     let with_iopub = !before.is_empty();
-    let pre: Vec<Vec<Vec<u8>>> =
-        before.iter().map(|(t, c)| publish(t, c)).collect::<Result<_>>()?;
+    let pre: Vec<Vec<Vec<u8>>> = before
+        .iter()
+        .map(|(t, c)| publish(t, c))
+        .collect::<Result<_>>()?;
     let idle = publish("status", &json!({"execution_state": "idle"}))?;
     let ctx = ZmqContext::new()?;
     let router = ctx.socket(SocketType::Router)?;
@@ -407,7 +539,8 @@ fn floor_with_iopub(
         }
         Ok(())
     })?;
-    echo.join().map_err(|_| anyhow!("floor thread panicked"))??;
+    echo.join()
+        .map_err(|_| anyhow!("floor thread panicked"))??;
     Ok(stats)
 }
 
@@ -427,24 +560,57 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// The targets of issue 3, checked on the cases measured.
 fn targets(cases: &[Case]) -> Vec<(String, bool)> {
-    let med = |name: &str| cases.iter().find(|c| c.case == name).and_then(|c| c.median_us);
-    let val = |name: &str, f: fn(&Case) -> Option<f64>| cases.iter().find(|c| c.case == name).and_then(f);
+    let med = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c.case == name)
+            .and_then(|c| c.median_us)
+    };
+    let val =
+        |name: &str, f: fn(&Case) -> Option<f64>| cases.iter().find(|c| c.case == name).and_then(f);
     let mut out = Vec::new();
     let floor = med("floor/execute (raw libzmq DEALER<->ROUTER, same frames)");
     if let (Some(o), Some(f)) = (med("execute/ours->ours"), floor) {
-        out.push((format!("execute ours->ours within 2x floor: {:.2}x", o / f), o <= 2.0 * f));
+        out.push((
+            format!("execute ours->ours within 2x floor: {:.2}x", o / f),
+            o <= 2.0 * f,
+        ));
     }
-    if let (Some(o), Some(j)) = (med("execute/ours->ours"), med("execute/jupyter_client->ipykernel")) {
-        out.push((format!("execute ours->ours >= 20x faster than jupyter_client->ipykernel: {:.1}x", j / o), j / o >= 20.0));
+    if let (Some(o), Some(j)) = (
+        med("execute/ours->ours"),
+        med("execute/jupyter_client->ipykernel"),
+    ) {
+        out.push((
+            format!(
+                "execute ours->ours >= 20x faster than jupyter_client->ipykernel: {:.1}x",
+                j / o
+            ),
+            j / o >= 20.0,
+        ));
     }
-    if let (Some(o), Some(j)) = (med("execute/ours->ipykernel"), med("execute/jupyter_client->ipykernel")) {
-        out.push((format!("execute ours->ipykernel faster than jupyter_client->ipykernel: {:.2}x", j / o), o < j));
+    if let (Some(o), Some(j)) = (
+        med("execute/ours->ipykernel"),
+        med("execute/jupyter_client->ipykernel"),
+    ) {
+        out.push((
+            format!(
+                "execute ours->ipykernel faster than jupyter_client->ipykernel: {:.2}x",
+                j / o
+            ),
+            o < j,
+        ));
     }
     if let Some(ms) = val("startup/ours", |c| c.ms) {
-        out.push((format!("built-in kernel ready < 20 ms: {ms:.1} ms"), ms < 20.0));
+        out.push((
+            format!("built-in kernel ready < 20 ms: {ms:.1} ms"),
+            ms < 20.0,
+        ));
     }
     if let Some(mib) = val("memory/ours (after round trips)", |c| c.mib) {
-        out.push((format!("built-in kernel < 10 MiB RSS: {mib:.1} MiB"), mib < 10.0));
+        out.push((
+            format!("built-in kernel < 10 MiB RSS: {mib:.1} MiB"),
+            mib < 10.0,
+        ));
     }
     out
 }
@@ -456,13 +622,25 @@ fn print(cases: &[Case], json_out: bool, python: &Python) {
         } else {
             "floor/execute (raw libzmq DEALER<->ROUTER, same frames)"
         };
-        cases.iter().find(|c| c.case == name).and_then(|c| c.median_us)
+        cases
+            .iter()
+            .find(|c| c.case == name)
+            .and_then(|c| c.median_us)
     };
     let order = |c: &Case| {
-        ["floor/", "floor+iopub/", "split/", "execute/", "execute+idle/", "kernel_info/", "startup/", "memory/"]
-            .iter()
-            .position(|p| c.case.starts_with(p))
-            .unwrap_or(9)
+        [
+            "floor/",
+            "floor+iopub/",
+            "split/",
+            "execute/",
+            "execute+idle/",
+            "kernel_info/",
+            "startup/",
+            "memory/",
+        ]
+        .iter()
+        .position(|p| c.case.starts_with(p))
+        .unwrap_or(9)
     };
     let mut sorted: Vec<&Case> = cases.iter().collect();
     sorted.sort_by_key(|c| order(c));
@@ -491,12 +669,21 @@ fn print(cases: &[Case], json_out: bool, python: &Python) {
         "kernel round trips over tcp 127.0.0.1 (jupyter_client {}; nearest-rank percentiles)",
         python.jupyter_client
     );
-    println!("{:<58} {:>11} {:>11} {:>9}", "case", "median_us", "p99_us", "vs floor");
+    println!(
+        "{:<58} {:>11} {:>11} {:>9}",
+        "case", "median_us", "p99_us", "vs floor"
+    );
     for c in &sorted {
         match (c.median_us, c.ms, c.mib) {
             (Some(m), _, _) => {
                 let ratio = floor_of(&c.case).map_or("-".into(), |f| format!("{:.2}x", m / f));
-                println!("{:<58} {:>11.1} {:>11.1} {:>9}", c.case, m, c.p99_us.unwrap_or(f64::NAN), ratio);
+                println!(
+                    "{:<58} {:>11.1} {:>11.1} {:>9}",
+                    c.case,
+                    m,
+                    c.p99_us.unwrap_or(f64::NAN),
+                    ratio
+                );
             }
             (None, Some(ms), _) => println!("{:<58} {:>11} ms", c.case, format!("{ms:.1}")),
             (None, None, Some(mib)) => println!("{:<58} {:>11} MiB", c.case, format!("{mib:.1}")),

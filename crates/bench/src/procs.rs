@@ -32,7 +32,9 @@ impl Child {
         if !matches!(self.0.try_wait(), Ok(None)) {
             return true;
         }
-        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
         let t0 = Instant::now();
         while t0.elapsed() < grace {
             if !matches!(self.0.try_wait(), Ok(None)) {
@@ -68,7 +70,10 @@ pub fn start_builtin_kernel(bin: &Path, file: &Path) -> Result<Child> {
     let mut kernel = Child(child);
     while !file.exists() {
         if let Some(status) = kernel.0.try_wait()? {
-            bail!("our kernel exited ({status}) before writing {}", file.display());
+            bail!(
+                "our kernel exited ({status}) before writing {}",
+                file.display()
+            );
         }
         if t0.elapsed() > Duration::from_secs(20) {
             bail!("our kernel wrote no connection file within 20 s");
@@ -108,7 +113,10 @@ pub fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("cannot find the target directory of {}", exe.display()))?;
     let bin = target.join("release/kernelgate");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building {} (cargo build --release --bin kernelgate) ...", bin.display());
+    eprintln!(
+        "building {} (cargo build --release --bin kernelgate) ...",
+        bin.display()
+    );
     let status = Command::new(cargo)
         .args(["build", "--release", "--quiet", "--bin", "kernelgate"])
         .env("CARGO_TARGET_DIR", target)

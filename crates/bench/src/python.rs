@@ -36,7 +36,10 @@ impl Python {
             );
         }
         let out = Command::new(&path)
-            .args(["-c", "import jupyter_client, zmq; print(jupyter_client.__version__)"])
+            .args([
+                "-c",
+                "import jupyter_client, zmq; print(jupyter_client.__version__)",
+            ])
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running {}", path.display()))?;
@@ -49,7 +52,10 @@ impl Python {
             );
         }
         let jupyter_client = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        Ok(Python { path, jupyter_client })
+        Ok(Python {
+            path,
+            jupyter_client,
+        })
     }
 
     /// The interpreter's path.
@@ -73,7 +79,9 @@ impl Python {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).with_context(|| format!("peer {script} printed {l:?}")))
+            .map(|l| {
+                serde_json::from_str(l).with_context(|| format!("peer {script} printed {l:?}"))
+            })
             .collect()
     }
 }

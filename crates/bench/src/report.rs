@@ -21,7 +21,9 @@ pub struct Row {
 impl Row {
     /// ours / peer.
     pub fn ratio(&self) -> Option<f64> {
-        self.peer_per_s.filter(|p| *p > 0.0).map(|p| self.ours_per_s / p)
+        self.peer_per_s
+            .filter(|p| *p > 0.0)
+            .map(|p| self.ours_per_s / p)
     }
 
     /// Whether the target (if any) is met.
@@ -41,7 +43,11 @@ pub struct Report {
 impl Report {
     /// A report printing JSON lines (`json`) or a table.
     pub fn new(json: bool) -> Report {
-        Report { json, printed_header: false, rows: Vec::new() }
+        Report {
+            json,
+            printed_header: false,
+            rows: Vec::new(),
+        }
     }
 
     /// Prints a free-text note (table mode only; JSON output stays pure).

@@ -60,15 +60,34 @@ fn shapes() -> Vec<Shape> {
         *code = Value::String(format!("x = 1  # {}\n", "y".repeat(64 * 1024 - 40)));
     }
     vec![
-        Shape { name: "small", content: small_content(), buffer_len: None, batch: 20_000 },
-        Shape { name: "buf1m", content: small_content(), buffer_len: Some(1 << 20), batch: 32 },
-        Shape { name: "content64k", content: big, buffer_len: None, batch: 300 },
+        Shape {
+            name: "small",
+            content: small_content(),
+            buffer_len: None,
+            batch: 20_000,
+        },
+        Shape {
+            name: "buf1m",
+            content: small_content(),
+            buffer_len: Some(1 << 20),
+            batch: 32,
+        },
+        Shape {
+            name: "content64k",
+            content: big,
+            buffer_len: None,
+            batch: 300,
+        },
     ]
 }
 
 fn session(replay: Option<ReplayConfig>) -> Result<Session> {
     let signer = Signer::new(Scheme::Sha256, &Key::new(KEY))?;
-    let config = SessionConfig { username: "bench".into(), replay, ..SessionConfig::default() };
+    let config = SessionConfig {
+        username: "bench".into(),
+        replay,
+        ..SessionConfig::default()
+    };
     Ok(Session::new(signer, config))
 }
 
@@ -93,7 +112,14 @@ fn timed<T>(
 }
 
 fn buffers(shape: &Shape, count: usize) -> Vec<Vec<Vec<u8>>> {
-    (0..count).map(|_| shape.buffer_len.map(|n| vec![vec![0u8; n]]).unwrap_or_default()).collect()
+    (0..count)
+        .map(|_| {
+            shape
+                .buffer_len
+                .map(|n| vec![vec![0u8; n]])
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Ours: new message + serialize + sign. Buffers are handed over (moved) as a sender would.
@@ -188,14 +214,20 @@ pub fn run(args: &Args, python: &Python, report: &mut Report) -> Result<()> {
     ));
     // The peer runs first and alone, so the two never compete for the machine's cores.
     let peer = python
-        .run_peer("bench_session.py", &["--seconds".into(), args.seconds.to_string()])
+        .run_peer(
+            "bench_session.py",
+            &["--seconds".into(), args.seconds.to_string()],
+        )
         .context("jupyter_client Session benchmark")?;
     let who = format!("jupyter_client {}", python.jupyter_client);
     for shape in shapes() {
         let min_ratio = (shape.name == "small").then_some(SMALL_MIN_RATIO);
         for (case, ours) in [
             ("sign", ours_sign(&shape, args.seconds)?),
-            ("verify", ours_verify(&shape, args.seconds, Verify::ReplayOn)?),
+            (
+                "verify",
+                ours_verify(&shape, args.seconds, Verify::ReplayOn)?,
+            ),
         ] {
             let case = format!("{}/{case}", shape.name);
             report.row(Row {
@@ -207,7 +239,10 @@ pub fn run(args: &Args, python: &Python, report: &mut Report) -> Result<()> {
             });
         }
     }
-    let small = shapes().into_iter().next().ok_or_else(|| anyhow!("no shapes"))?;
+    let small = shapes()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no shapes"))?;
     report.row(Row {
         case: "small/verify single core (replay on)".into(),
         peer: Some("target".into()),
@@ -217,7 +252,10 @@ pub fn run(args: &Args, python: &Python, report: &mut Report) -> Result<()> {
     });
     for (case, mode) in [
         ("small/verify, replay off (ours only)", Verify::ReplayOff),
-        ("small/verify, signature only (ours only)", Verify::SignatureOnly),
+        (
+            "small/verify, signature only (ours only)",
+            Verify::SignatureOnly,
+        ),
     ] {
         report.row(Row {
             case: case.into(),
@@ -227,8 +265,12 @@ pub fn run(args: &Args, python: &Python, report: &mut Report) -> Result<()> {
             min_ratio: None,
         });
     }
-    let missed: Vec<&str> =
-        report.rows().iter().filter(|r| r.met() == Some(false)).map(|r| r.case.as_str()).collect();
+    let missed: Vec<&str> = report
+        .rows()
+        .iter()
+        .filter(|r| r.met() == Some(false))
+        .map(|r| r.case.as_str())
+        .collect();
     if !missed.is_empty() {
         report.note(&format!("targets missed: {}", missed.join(", ")));
     }

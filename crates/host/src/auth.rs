@@ -45,7 +45,8 @@ impl Token {
     /// users can read.
     pub fn load(path: &Path) -> Result<Token, TokenError> {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| TokenError(format!("token file {}: {e}", path.display())))?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| TokenError(format!("token file {}: {e}", path.display())))?;
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(TokenError(format!(
                 "token file {} is readable by other users; chmod 600 it",
@@ -60,10 +61,14 @@ impl Token {
     /// A token from text (validated for length and charset; never echoed in errors).
     pub fn from_text(text: &str) -> Result<Token, TokenError> {
         if text.len() < MIN_TOKEN_CHARS {
-            return Err(TokenError(format!("token is shorter than {MIN_TOKEN_CHARS} characters")));
+            return Err(TokenError(format!(
+                "token is shorter than {MIN_TOKEN_CHARS} characters"
+            )));
         }
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(TokenError("token has spaces or non-ASCII characters".into()));
+            return Err(TokenError(
+                "token has spaces or non-ASCII characters".into(),
+            ));
         }
         Ok(Token(text.to_owned()))
     }
@@ -80,7 +85,10 @@ impl Token {
 }
 
 /// Where a request carried a token, if anywhere we accept.
-pub fn presented_token<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<String> {
+pub fn presented_token<'a>(
+    authorization: Option<&'a str>,
+    query: Option<&'a str>,
+) -> Option<String> {
     if let Some(h) = authorization {
         let h = h.trim();
         let (scheme, rest) = h.split_once(char::is_whitespace).unwrap_or((h, ""));
@@ -103,7 +111,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
-            let hexpair = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hexpair = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             if let Some(v) = hexpair.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 3;
@@ -149,7 +159,11 @@ impl OriginPolicy {
     /// allowed. Otherwise only listed origins.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         let Some(origin) = origin else { return true };
-        if self.allow.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        if self
+            .allow
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        {
             return true;
         }
         let origin_host = origin
@@ -168,13 +182,18 @@ mod tests {
     use super::*;
 
     fn tok() -> Token {
-        Token::from_text("0123456789abcdef0123456789abcdef0123456789abcdef").unwrap_or_else(|_| unreachable!())
+        Token::from_text("0123456789abcdef0123456789abcdef0123456789abcdef")
+            .unwrap_or_else(|_| unreachable!())
     }
 
     #[test]
     fn generated_tokens_are_256_bits_and_distinct() {
-        let a = Token::generate().map(|t| t.expose().to_owned()).unwrap_or_default();
-        let b = Token::generate().map(|t| t.expose().to_owned()).unwrap_or_default();
+        let a = Token::generate()
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default();
+        let b = Token::generate()
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default();
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
     }
@@ -188,14 +207,32 @@ mod tests {
     fn header_and_query_forms() {
         let t = tok();
         let s = t.expose().to_owned();
-        assert_eq!(check(&t, Some(&format!("token {s}")), None), AuthOutcome::Ok);
-        assert_eq!(check(&t, Some(&format!("Bearer {s}")), None), AuthOutcome::Ok);
-        assert_eq!(check(&t, None, Some(&format!("session_id=x&token={s}"))), AuthOutcome::Ok);
+        assert_eq!(
+            check(&t, Some(&format!("token {s}")), None),
+            AuthOutcome::Ok
+        );
+        assert_eq!(
+            check(&t, Some(&format!("Bearer {s}")), None),
+            AuthOutcome::Ok
+        );
+        assert_eq!(
+            check(&t, None, Some(&format!("session_id=x&token={s}"))),
+            AuthOutcome::Ok
+        );
         assert_eq!(check(&t, None, None), AuthOutcome::Missing);
-        assert_eq!(check(&t, Some(&format!("Basic {s}")), None), AuthOutcome::Missing);
+        assert_eq!(
+            check(&t, Some(&format!("Basic {s}")), None),
+            AuthOutcome::Missing
+        );
         assert_eq!(check(&t, Some("token nope"), None), AuthOutcome::Wrong);
-        assert_eq!(check(&t, None, Some(&format!("xtoken={s}"))), AuthOutcome::Missing);
-        assert_eq!(check(&t, None, Some(&format!("token={s}x"))), AuthOutcome::Wrong);
+        assert_eq!(
+            check(&t, None, Some(&format!("xtoken={s}"))),
+            AuthOutcome::Missing
+        );
+        assert_eq!(
+            check(&t, None, Some(&format!("token={s}x"))),
+            AuthOutcome::Wrong
+        );
     }
 
     #[test]
@@ -206,12 +243,17 @@ mod tests {
 
     #[test]
     fn origins() {
-        let p = OriginPolicy { allow: vec!["https://lab.example.org".into()] };
+        let p = OriginPolicy {
+            allow: vec!["https://lab.example.org".into()],
+        };
         assert!(p.allows(None, Some("127.0.0.1:8889")));
         assert!(p.allows(Some("http://127.0.0.1:8889"), Some("127.0.0.1:8889")));
         assert!(p.allows(Some("https://lab.example.org"), Some("127.0.0.1:8889")));
         assert!(!p.allows(Some("http://evil.example"), Some("127.0.0.1:8889")));
         assert!(!p.allows(Some("null"), Some("127.0.0.1:8889")));
-        assert!(OriginPolicy { allow: vec!["*".into()] }.allows(Some("http://evil.example"), None));
+        assert!(OriginPolicy {
+            allow: vec!["*".into()]
+        }
+        .allows(Some("http://evil.example"), None));
     }
 }

@@ -100,10 +100,19 @@ enum Outcome {
 
 impl ManagedKernel {
     /// Creates the kernel and spawns its supervisor; `adopt` re-uses a live process.
-    pub fn spawn(host: Arc<HostShared>, id: String, spec: LaunchSpec, adopt: Option<Adopted>) -> Arc<ManagedKernel> {
+    pub fn spawn(
+        host: Arc<HostShared>,
+        id: String,
+        spec: LaunchSpec,
+        adopt: Option<Adopted>,
+    ) -> Arc<ManagedKernel> {
         let (control_tx, control_rx) = mpsc::channel(16);
         let (iopub_tx, _) = broadcast::channel(1024);
-        let initial = if adopt.is_some() { KernelState::Idle } else { KernelState::Starting };
+        let initial = if adopt.is_some() {
+            KernelState::Idle
+        } else {
+            KernelState::Starting
+        };
         let kernel = Arc::new(ManagedKernel {
             id,
             name: spec.name.clone(),
@@ -123,7 +132,11 @@ impl ManagedKernel {
             connections: AtomicUsize::new(0),
             header_session: Session::new(
                 kernelgate_wire::Signer::unauthenticated(),
-                kernelgate_wire::SessionConfig { username: "kernelgate-host".into(), replay: None, ..Default::default() },
+                kernelgate_wire::SessionConfig {
+                    username: "kernelgate-host".into(),
+                    replay: None,
+                    ..Default::default()
+                },
             ),
         });
         let k = kernel.clone();
@@ -226,13 +239,20 @@ impl ManagedKernel {
 
     /// Sends a control request to the supervisor.
     pub async fn control(&self, c: Control) -> Result<(), String> {
-        self.control_tx.send(c).await.map_err(|_| "kernel supervisor has stopped".to_string())
+        self.control_tx
+            .send(c)
+            .await
+            .map_err(|_| "kernel supervisor has stopped".to_string())
     }
 
     /// Waits until the kernel is idle/busy or dead, at most `timeout`.
     pub async fn wait_settled(&self, timeout: Duration) -> KernelState {
         let mut rx = self.subscribe_state();
-        let r = tokio::time::timeout(timeout, rx.wait_for(|s| s.is_running() || *s == KernelState::Dead)).await;
+        let r = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| s.is_running() || *s == KernelState::Dead),
+        )
+        .await;
         match r {
             Ok(Ok(s)) => *s,
             _ => self.state(),
@@ -250,7 +270,10 @@ impl ManagedKernel {
             content: json!({ "execution_state": execution_state }),
             buffers: Vec::new(),
         };
-        let _ = self.iopub_tx.send(Arc::new(Broadcast { channel: Channel::IoPub, msg }));
+        let _ = self.iopub_tx.send(Arc::new(Broadcast {
+            channel: Channel::IoPub,
+            msg,
+        }));
     }
 }
 
@@ -286,7 +309,14 @@ async fn supervise(
         // 1. A process: adopted, or launched now.
         let started = Instant::now();
         let (mut proc, info, file) = match adopt.take() {
-            Some(a) => (Proc::Adopted { pid: a.pid, start_time: a.start_time }, a.info, a.connection_file),
+            Some(a) => (
+                Proc::Adopted {
+                    pid: a.pid,
+                    start_time: a.start_time,
+                },
+                a.info,
+                a.connection_file,
+            ),
             None => {
                 kernel.apply(&Event::Launched);
                 match provision::launch(&host.config.provision, &spec, &kernel.id).await {
@@ -294,7 +324,17 @@ async fn supervise(
                     Err(e) => {
                         tracing::warn!(kernel = %kernel.id, "launch failed: {e}");
                         kernel.with_model(|m| m.reason = e.to_string());
-                        if !after_death(&kernel, &host, &mut tracker, started, &mut restart_reply, &mut control_rx, &e.0).await {
+                        if !after_death(
+                            &kernel,
+                            &host,
+                            &mut tracker,
+                            started,
+                            &mut restart_reply,
+                            &mut control_rx,
+                            &e.0,
+                        )
+                        .await
+                        {
                             return;
                         }
                         continue;
@@ -317,12 +357,23 @@ async fn supervise(
         });
         host.state_changed();
         generation += 1;
-        kernel
-            .endpoint_tx
-            .send_replace(Some(Arc::new(Endpoint { generation, info: info.clone(), ctx: ctx.clone() })));
+        kernel.endpoint_tx.send_replace(Some(Arc::new(Endpoint {
+            generation,
+            info: info.clone(),
+            ctx: ctx.clone(),
+        })));
 
         // 2. Run it until it dies or we are asked to restart or stop.
-        let outcome = run_process(&kernel, &host, &ctx, &info, &mut proc, &mut control_rx, &mut restart_reply).await;
+        let outcome = run_process(
+            &kernel,
+            &host,
+            &ctx,
+            &info,
+            &mut proc,
+            &mut control_rx,
+            &mut restart_reply,
+        )
+        .await;
 
         // 3. Deal with the outcome.
         match outcome {
@@ -337,7 +388,17 @@ async fn supervise(
                     m.reason = why.clone();
                 });
                 host.state_changed();
-                if !after_death(&kernel, &host, &mut tracker, started, &mut restart_reply, &mut control_rx, &why).await {
+                if !after_death(
+                    &kernel,
+                    &host,
+                    &mut tracker,
+                    started,
+                    &mut restart_reply,
+                    &mut control_rx,
+                    &why,
+                )
+                .await
+                {
                     return;
                 }
             }
@@ -387,7 +448,8 @@ async fn after_death(
             kernel.with_model(|m| m.restarts += 1);
             kernel.broadcast_status("restarting");
             // Back off a little on repeated failures.
-            let delay = Duration::from_millis(100u64.saturating_mul(u64::from(attempt.saturating_sub(1))));
+            let delay =
+                Duration::from_millis(100u64.saturating_mul(u64::from(attempt.saturating_sub(1))));
             tokio::time::sleep(delay.min(Duration::from_secs(2))).await;
             true
         }
@@ -549,5 +611,9 @@ async fn run_process(
 }
 
 fn cfg_interrupt_mode(host: &HostShared, name: &str) -> InterruptMode {
-    host.config.specs.get(name).map(|s| s.spec.interrupt_mode).unwrap_or_default()
+    host.config
+        .specs
+        .get(name)
+        .map(|s| s.spec.interrupt_mode)
+        .unwrap_or_default()
 }

@@ -56,7 +56,10 @@ pub struct HeartbeatPolicy {
 
 impl Default for HeartbeatPolicy {
     fn default() -> Self {
-        HeartbeatPolicy { interval: Duration::from_secs(5), max_misses: 6 }
+        HeartbeatPolicy {
+            interval: Duration::from_secs(5),
+            max_misses: 6,
+        }
     }
 }
 
@@ -71,7 +74,10 @@ pub struct ShutdownWaits {
 
 impl Default for ShutdownWaits {
     fn default() -> Self {
-        ShutdownWaits { request_wait: Duration::from_secs(3), term_wait: Duration::from_secs(2) }
+        ShutdownWaits {
+            request_wait: Duration::from_secs(3),
+            term_wait: Duration::from_secs(2),
+        }
     }
 }
 
@@ -191,7 +197,9 @@ impl Host {
 
     /// Re-adopts kernels from the state file of a previous run, if any. (adopted, cleaned up)
     pub async fn recover(&self) -> (usize, usize) {
-        let Some(path) = &self.shared.config.state_file else { return (0, 0) };
+        let Some(path) = &self.shared.config.state_file else {
+            return (0, 0);
+        };
         match state::HostState::read(path) {
             Some(s) => registry::adopt_previous(&self.shared, s).await,
             None => (0, 0),
@@ -205,14 +213,22 @@ impl Host {
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then shuts every kernel down and
     /// removes the state file.
-    pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let closing = self.shared.closing.clone();
         let signal = async move {
             shutdown.await;
             closing.send_replace(true);
         };
-        axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await?;
         self.shutdown().await;
         Ok(())
     }
@@ -237,8 +253,13 @@ impl Host {
             h.graceful_shutdown(Some(Duration::from_secs(5)));
         });
         listener.set_nonblocking(true)?;
-        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum_server::from_tcp_rustls(listener, tls).handle(handle).serve(app).await?;
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum_server::from_tcp_rustls(listener, tls)
+            .handle(handle)
+            .serve(app)
+            .await?;
         self.shutdown().await;
         Ok(())
     }

@@ -97,7 +97,11 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy { enabled: true, limit: 5, stable_after: Duration::from_secs(10) }
+        RestartPolicy {
+            enabled: true,
+            limit: 5,
+            stable_after: Duration::from_secs(10),
+        }
     }
 }
 
@@ -132,7 +136,9 @@ impl RestartTracker {
             return Decision::GiveUp;
         }
         self.consecutive += 1;
-        Decision::Restart { attempt: self.consecutive }
+        Decision::Restart {
+            attempt: self.consecutive,
+        }
     }
 
     /// Restarts in a row so far.
@@ -160,8 +166,15 @@ pub struct CullPolicy {
 }
 
 /// Whether a kernel in `state`, inactive for `inactive`, with `connections` open, is culled.
-pub fn should_cull(policy: &CullPolicy, state: KernelState, inactive: Duration, connections: usize) -> bool {
-    let Some(timeout) = policy.idle_timeout else { return false };
+pub fn should_cull(
+    policy: &CullPolicy,
+    state: KernelState,
+    inactive: Duration,
+    connections: usize,
+) -> bool {
+    let Some(timeout) = policy.idle_timeout else {
+        return false;
+    };
     if inactive < timeout {
         return false;
     }
@@ -196,7 +209,10 @@ mod tests {
     fn death_restart_and_give_up() {
         let s = next(KernelState::Busy, &Event::Died);
         assert_eq!(s, KernelState::Restarting);
-        assert_eq!(next(s, &Event::Status("busy".into())), KernelState::Restarting);
+        assert_eq!(
+            next(s, &Event::Status("busy".into())),
+            KernelState::Restarting
+        );
         let s2 = next(s, &Event::Launched);
         assert_eq!(next(s2, &Event::Ready), KernelState::Idle);
         let dead = next(s, &Event::GaveUp);
@@ -208,7 +224,13 @@ mod tests {
     #[test]
     fn shutting_down_is_final() {
         let s = next(KernelState::Idle, &Event::ShutdownRequested);
-        for e in [Event::Ready, Event::Died, Event::Launched, Event::Status("idle".into()), Event::GaveUp] {
+        for e in [
+            Event::Ready,
+            Event::Died,
+            Event::Launched,
+            Event::Status("idle".into()),
+            Event::GaveUp,
+        ] {
             assert_eq!(next(s, &e), KernelState::ShuttingDown);
         }
     }
@@ -219,7 +241,10 @@ mod tests {
         let mut t = RestartTracker::default();
         let t0 = Instant::now();
         for i in 1..=5 {
-            assert_eq!(t.on_death(&policy, t0, t0), Decision::Restart { attempt: i });
+            assert_eq!(
+                t.on_death(&policy, t0, t0),
+                Decision::Restart { attempt: i }
+            );
         }
         assert_eq!(t.on_death(&policy, t0, t0), Decision::GiveUp);
     }
@@ -233,27 +258,79 @@ mod tests {
             t.on_death(&policy, t0, t0);
         }
         let later = t0 + Duration::from_secs(11);
-        assert_eq!(t.on_death(&policy, t0, later), Decision::Restart { attempt: 1 });
+        assert_eq!(
+            t.on_death(&policy, t0, later),
+            Decision::Restart { attempt: 1 }
+        );
     }
 
     #[test]
     fn disabled_policy_gives_up() {
-        let policy = RestartPolicy { enabled: false, ..RestartPolicy::default() };
+        let policy = RestartPolicy {
+            enabled: false,
+            ..RestartPolicy::default()
+        };
         let t0 = Instant::now();
-        assert_eq!(RestartTracker::default().on_death(&policy, t0, t0), Decision::GiveUp);
+        assert_eq!(
+            RestartTracker::default().on_death(&policy, t0, t0),
+            Decision::GiveUp
+        );
     }
 
     #[test]
     fn culling_rules() {
         let off = CullPolicy::default();
-        assert!(!should_cull(&off, KernelState::Idle, Duration::from_secs(1_000_000), 0));
-        let p = CullPolicy { idle_timeout: Some(Duration::from_secs(60)), interval: Duration::from_secs(5), ..off };
-        assert!(!should_cull(&p, KernelState::Idle, Duration::from_secs(59), 0));
-        assert!(should_cull(&p, KernelState::Idle, Duration::from_secs(61), 0));
-        assert!(!should_cull(&p, KernelState::Idle, Duration::from_secs(61), 1));
-        assert!(!should_cull(&p, KernelState::Busy, Duration::from_secs(61), 0));
-        let all = CullPolicy { cull_busy: true, cull_connected: true, ..p };
-        assert!(should_cull(&all, KernelState::Busy, Duration::from_secs(61), 3));
-        assert!(!should_cull(&all, KernelState::Starting, Duration::from_secs(61), 0));
+        assert!(!should_cull(
+            &off,
+            KernelState::Idle,
+            Duration::from_secs(1_000_000),
+            0
+        ));
+        let p = CullPolicy {
+            idle_timeout: Some(Duration::from_secs(60)),
+            interval: Duration::from_secs(5),
+            ..off
+        };
+        assert!(!should_cull(
+            &p,
+            KernelState::Idle,
+            Duration::from_secs(59),
+            0
+        ));
+        assert!(should_cull(
+            &p,
+            KernelState::Idle,
+            Duration::from_secs(61),
+            0
+        ));
+        assert!(!should_cull(
+            &p,
+            KernelState::Idle,
+            Duration::from_secs(61),
+            1
+        ));
+        assert!(!should_cull(
+            &p,
+            KernelState::Busy,
+            Duration::from_secs(61),
+            0
+        ));
+        let all = CullPolicy {
+            cull_busy: true,
+            cull_connected: true,
+            ..p
+        };
+        assert!(should_cull(
+            &all,
+            KernelState::Busy,
+            Duration::from_secs(61),
+            3
+        ));
+        assert!(!should_cull(
+            &all,
+            KernelState::Starting,
+            Duration::from_secs(61),
+            0
+        ));
     }
 }

@@ -18,17 +18,27 @@ pub(crate) enum Proc {
     Adopted { pid: i32, start_time: Option<u64> },
 }
 
-pub(crate) async fn interrupt(mode: InterruptMode, pid: Option<i32>, ctx: &Context, info: &ConnectionInfo) -> Result<(), String> {
+pub(crate) async fn interrupt(
+    mode: InterruptMode,
+    pid: Option<i32>,
+    ctx: &Context,
+    info: &ConnectionInfo,
+) -> Result<(), String> {
     match mode {
         InterruptMode::Signal => {
             let pid = pid.ok_or("no process")?;
             provision::signal_group(pid, Signal::SIGINT).map_err(|e| format!("SIGINT: {e}"))
         }
-        InterruptMode::Message => {
-            zmqio::request(ctx, info, Channel::Control, "interrupt_request", json!({}), Duration::from_secs(5))
-                .await
-                .map(|_| ())
-        }
+        InterruptMode::Message => zmqio::request(
+            ctx,
+            info,
+            Channel::Control,
+            "interrupt_request",
+            json!({}),
+            Duration::from_secs(5),
+        )
+        .await
+        .map(|_| ()),
     }
 }
 
@@ -80,9 +90,23 @@ pub enum StopPath {
 }
 
 /// shutdown_request -> wait -> SIGTERM -> wait -> SIGKILL.
-pub(crate) async fn stop_process(host: &HostShared, ctx: &Context, info: &ConnectionInfo, proc: &mut Proc, pid: Option<i32>, restart: bool) -> StopPath {
+pub(crate) async fn stop_process(
+    host: &HostShared,
+    ctx: &Context,
+    info: &ConnectionInfo,
+    proc: &mut Proc,
+    pid: Option<i32>,
+    restart: bool,
+) -> StopPath {
     let waits = &host.config.shutdown;
-    let _ = zmqio::send_only(ctx, info, Channel::Control, "shutdown_request", json!({ "restart": restart })).await;
+    let _ = zmqio::send_only(
+        ctx,
+        info,
+        Channel::Control,
+        "shutdown_request",
+        json!({ "restart": restart }),
+    )
+    .await;
     let path = if wait_exit(proc, waits.request_wait).await {
         StopPath::Requested
     } else {

@@ -38,7 +38,12 @@ pub struct LaunchSpec {
 /// Landlock domain here (through `pre_exec`), and may change the working directory.
 pub trait LaunchHook: Send + Sync + std::fmt::Debug {
     /// Adjusts `cmd` for kernel `kernel_id` whose connection file is `connection_file`.
-    fn prepare(&self, kernel_id: &str, connection_file: &Path, cmd: &mut std::process::Command) -> std::io::Result<()>;
+    fn prepare(
+        &self,
+        kernel_id: &str,
+        connection_file: &Path,
+        cmd: &mut std::process::Command,
+    ) -> std::io::Result<()>;
     /// A line for the kernel model and logs ("landlock-abi-7", "off", ...).
     fn describe(&self) -> String;
 }
@@ -109,19 +114,34 @@ pub fn pick_ports(ip: &str) -> std::io::Result<[u16; 5]> {
 
 /// Launches kernel `id` from `spec`. Returns once the connection file exists (the built-in
 /// kernel) or has been written (others); readiness is checked by the caller.
-pub async fn launch(config: &ProvisionConfig, spec: &LaunchSpec, id: &str) -> Result<Launched, LaunchError> {
-    files::ensure_private_dir(&config.runtime_dir)
-        .map_err(|e| lerr(format!("runtime directory {}: {e}", config.runtime_dir.display())))?;
+pub async fn launch(
+    config: &ProvisionConfig,
+    spec: &LaunchSpec,
+    id: &str,
+) -> Result<Launched, LaunchError> {
+    files::ensure_private_dir(&config.runtime_dir).map_err(|e| {
+        lerr(format!(
+            "runtime directory {}: {e}",
+            config.runtime_dir.display()
+        ))
+    })?;
     let path = connection_file_path(config, id);
     let _ = std::fs::remove_file(&path);
     let mut info = None;
     if !spec.writes_own_connection_file {
-        let mut ci = ConnectionInfo::generate(Transport::Tcp, &config.ip).map_err(|e| lerr(e.to_string()))?;
+        let mut ci = ConnectionInfo::generate(Transport::Tcp, &config.ip)
+            .map_err(|e| lerr(e.to_string()))?;
         ci.kernel_name = spec.name.clone();
         let ports = pick_ports(&config.ip).map_err(|e| lerr(format!("picking ports: {e}")))?;
-        for (ch, port) in [Channel::Shell, Channel::IoPub, Channel::Stdin, Channel::Control, Channel::Heartbeat]
-            .into_iter()
-            .zip(ports)
+        for (ch, port) in [
+            Channel::Shell,
+            Channel::IoPub,
+            Channel::Stdin,
+            Channel::Control,
+            Channel::Heartbeat,
+        ]
+        .into_iter()
+        .zip(ports)
         {
             ci.set_port(ch, port);
         }
@@ -130,15 +150,24 @@ pub async fn launch(config: &ProvisionConfig, spec: &LaunchSpec, id: &str) -> Re
         info = Some(ci);
     }
     let path_str = path.to_string_lossy().into_owned();
-    let resource_dir = spec.resource_dir.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+    let resource_dir = spec
+        .resource_dir
+        .as_ref()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let argv = spec.spec.command(&ArgvVars {
         connection_file: &path_str,
         resource_dir: &resource_dir,
         prefix: &config.prefix,
     });
-    let (program, args) = argv.split_first().ok_or_else(|| lerr("kernelspec argv is empty"))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| lerr("kernelspec argv is empty"))?;
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     for k in &config.env_remove {
         cmd.env_remove(k);
     }
@@ -146,7 +175,8 @@ pub async fn launch(config: &ProvisionConfig, spec: &LaunchSpec, id: &str) -> Re
     cmd.env("JPY_PARENT_PID", std::process::id().to_string());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     if let Some(hook) = &config.hook {
-        hook.prepare(id, &path, &mut cmd).map_err(|e| lerr(format!("sandbox: {e}")))?;
+        hook.prepare(id, &path, &mut cmd)
+            .map_err(|e| lerr(format!("sandbox: {e}")))?;
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
@@ -154,7 +184,10 @@ pub async fn launch(config: &ProvisionConfig, spec: &LaunchSpec, id: &str) -> Re
         let _ = std::fs::remove_file(&path);
         lerr(format!("spawning {program}: {e}"))
     })?;
-    let pid = child.id().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| lerr("child has no pid"))?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| lerr("child has no pid"))?;
     let info = match info {
         Some(i) => i,
         None => match wait_for_file(&path, &mut child, config.startup_timeout).await {
@@ -167,7 +200,12 @@ pub async fn launch(config: &ProvisionConfig, spec: &LaunchSpec, id: &str) -> Re
             }
         },
     };
-    Ok(Launched { child, pid, connection_file: path, info })
+    Ok(Launched {
+        child,
+        pid,
+        connection_file: path,
+        info,
+    })
 }
 
 async fn wait_for_file(
@@ -180,7 +218,8 @@ async fn wait_for_file(
     loop {
         if let Ok(bytes) = std::fs::read(path) {
             let info = ConnectionInfo::from_json(&bytes).map_err(|e| lerr(e.to_string()))?;
-            info.validate_for_connect().map_err(|e| lerr(e.to_string()))?;
+            info.validate_for_connect()
+                .map_err(|e| lerr(e.to_string()))?;
             return Ok(info);
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -238,7 +277,12 @@ pub fn builtin_spec(exe: &Path) -> LaunchSpec {
         kernel_protocol_version: Some(kernelgate_wire::PROTOCOL_VERSION.into()),
         extra: serde_json::Map::new(),
     };
-    LaunchSpec { name: crate::BUILTIN_KERNEL.into(), spec, resource_dir: None, writes_own_connection_file: true }
+    LaunchSpec {
+        name: crate::BUILTIN_KERNEL.into(),
+        spec,
+        resource_dir: None,
+        writes_own_connection_file: true,
+    }
 }
 
 /// Reads the kernelspecs in `dirs` (name -> directory holding kernel.json); unreadable or
@@ -247,14 +291,24 @@ pub fn load_specs(dirs: &BTreeMap<String, PathBuf>) -> BTreeMap<String, LaunchSp
     let mut out = BTreeMap::new();
     for (name, dir) in dirs {
         let file = dir.join("kernel.json");
-        match std::fs::read(&file).map_err(|e| e.to_string()).and_then(|b| KernelSpec::from_json(&b).map_err(|e| e.to_string())) {
+        match std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| KernelSpec::from_json(&b).map_err(|e| e.to_string()))
+        {
             Ok(spec) => {
                 out.insert(
                     name.clone(),
-                    LaunchSpec { name: name.clone(), spec, resource_dir: Some(dir.clone()), writes_own_connection_file: false },
+                    LaunchSpec {
+                        name: name.clone(),
+                        spec,
+                        resource_dir: Some(dir.clone()),
+                        writes_own_connection_file: false,
+                    },
                 );
             }
-            Err(e) => tracing::warn!(kernelspec = %name, "skipping kernelspec {}: {e}", file.display()),
+            Err(e) => {
+                tracing::warn!(kernelspec = %name, "skipping kernelspec {}: {e}", file.display())
+            }
         }
     }
     out

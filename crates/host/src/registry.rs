@@ -30,12 +30,22 @@ pub struct Registry {
 impl Registry {
     /// The kernel with `id`.
     pub fn get(&self, id: &str) -> Option<Arc<ManagedKernel>> {
-        self.kernels.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.kernels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Every kernel.
     pub fn list(&self) -> Vec<Arc<ManagedKernel>> {
-        let mut v: Vec<_> = self.kernels.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut v: Vec<_> = self
+            .kernels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -51,18 +61,32 @@ impl Registry {
     }
 
     fn insert(&self, k: Arc<ManagedKernel>) {
-        self.kernels.write().unwrap_or_else(|p| p.into_inner()).insert(k.id.clone(), k);
+        self.kernels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(k.id.clone(), k);
     }
 
     fn remove(&self, id: &str) -> Option<Arc<ManagedKernel>> {
-        self.kernels.write().unwrap_or_else(|p| p.into_inner()).remove(id)
+        self.kernels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
     }
 }
 
 /// Starts a kernel of kernelspec `name` (default when `None`).
-pub fn start_kernel(host: &Arc<HostShared>, name: Option<&str>) -> Result<Arc<ManagedKernel>, StartError> {
+pub fn start_kernel(
+    host: &Arc<HostShared>,
+    name: Option<&str>,
+) -> Result<Arc<ManagedKernel>, StartError> {
     let name = name.unwrap_or(&host.config.default_kernel);
-    let spec = host.config.specs.get(name).cloned().ok_or_else(|| StartError::NoSuchSpec(name.to_owned()))?;
+    let spec = host
+        .config
+        .specs
+        .get(name)
+        .cloned()
+        .ok_or_else(|| StartError::NoSuchSpec(name.to_owned()))?;
     let id = uuid::Uuid::new_v4().to_string();
     let k = ManagedKernel::spawn(host.clone(), id, spec, None);
     host.registry.insert(k.clone());
@@ -72,7 +96,9 @@ pub fn start_kernel(host: &Arc<HostShared>, name: Option<&str>) -> Result<Arc<Ma
 
 /// Shuts kernel `id` down and removes it. `false` when there was no such kernel.
 pub async fn shutdown_kernel(host: &Arc<HostShared>, id: &str) -> bool {
-    let Some(k) = host.registry.get(id) else { return false };
+    let Some(k) = host.registry.get(id) else {
+        return false;
+    };
     let (tx, rx) = oneshot::channel();
     if k.control(Control::Shutdown(tx)).await.is_ok() {
         let _ = rx.await;
@@ -113,7 +139,12 @@ pub async fn adopt_previous(host: &Arc<HostShared>, state: HostState) -> (usize,
                     cleaned += 1;
                     continue;
                 };
-                let a = Adopted { pid: rec.pid, start_time: rec.start_time, connection_file: rec.connection_file.clone(), info };
+                let a = Adopted {
+                    pid: rec.pid,
+                    start_time: rec.start_time,
+                    connection_file: rec.connection_file.clone(),
+                    info,
+                };
                 let k = ManagedKernel::spawn(host.clone(), rec.id.clone(), spec, Some(a));
                 host.registry.insert(k);
                 tracing::info!(kernel = %rec.id, pid = rec.pid, "re-adopted kernel");
@@ -130,7 +161,10 @@ pub async fn adopt_previous(host: &Arc<HostShared>, state: HostState) -> (usize,
     (adopted, cleaned)
 }
 
-async fn check_alive(ctx: &kernelgate_zmq::Context, rec: &KernelRecord) -> Result<kernelgate_wire::ConnectionInfo, String> {
+async fn check_alive(
+    ctx: &kernelgate_zmq::Context,
+    rec: &KernelRecord,
+) -> Result<kernelgate_wire::ConnectionInfo, String> {
     if !provision::process_alive(rec.pid) {
         return Err("process is gone".into());
     }
@@ -139,7 +173,15 @@ async fn check_alive(ctx: &kernelgate_zmq::Context, rec: &KernelRecord) -> Resul
     }
     let bytes = std::fs::read(&rec.connection_file).map_err(|e| format!("connection file: {e}"))?;
     let info = kernelgate_wire::ConnectionInfo::from_json(&bytes).map_err(|e| e.to_string())?;
-    zmqio::request(ctx, &info, Channel::Shell, "kernel_info_request", json!({}), Duration::from_secs(3)).await?;
+    zmqio::request(
+        ctx,
+        &info,
+        Channel::Shell,
+        "kernel_info_request",
+        json!({}),
+        Duration::from_secs(3),
+    )
+    .await?;
     Ok(info)
 }
 
@@ -156,13 +198,20 @@ pub fn snapshot(host: &HostShared) -> HostState {
     HostState {
         version: 1,
         host_pid: std::process::id(),
-        kernels: host.registry.list().iter().filter_map(|k| k.record()).collect(),
+        kernels: host
+            .registry
+            .list()
+            .iter()
+            .filter_map(|k| k.record())
+            .collect(),
     }
 }
 
 /// Writes the state file whenever the table changed, at most every 200 ms.
 pub async fn state_writer(host: Arc<HostShared>) {
-    let Some(path) = host.config.state_file.clone() else { return };
+    let Some(path) = host.config.state_file.clone() else {
+        return;
+    };
     loop {
         host.state_dirty.notified().await;
         tokio::time::sleep(Duration::from_millis(200)).await;

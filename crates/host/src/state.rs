@@ -43,7 +43,9 @@ impl HostState {
 
     /// Parses a state file; `None` when it is not one of ours.
     pub fn from_json(bytes: &[u8]) -> Option<HostState> {
-        serde_json::from_slice::<HostState>(bytes).ok().filter(|s| s.version == 1)
+        serde_json::from_slice::<HostState>(bytes)
+            .ok()
+            .filter(|s| s.version == 1)
     }
 
     /// Reads `path`, if present and valid.
@@ -70,7 +72,10 @@ mod tests {
             }],
         };
         assert_eq!(HostState::from_json(&s.to_json()), Some(s));
-        assert_eq!(HostState::from_json(b"{\"version\":2,\"host_pid\":1,\"kernels\":[]}"), None);
+        assert_eq!(
+            HostState::from_json(b"{\"version\":2,\"host_pid\":1,\"kernels\":[]}"),
+            None
+        );
         assert_eq!(HostState::from_json(b"garbage"), None);
     }
 }

@@ -2,7 +2,9 @@
 //! parts the host signs for the kernel. Pure: bytes in, bytes out.
 
 use chrono::{DateTime, Utc};
-use kernelgate_wire::websocket::{decode_legacy_binary, decode_v1, encode_legacy_binary, encode_v1, WsParts};
+use kernelgate_wire::websocket::{
+    decode_legacy_binary, decode_v1, encode_legacy_binary, encode_v1, WsParts,
+};
 use kernelgate_wire::{Channel, Message};
 use serde_json::{json, Map, Value};
 
@@ -47,7 +49,10 @@ pub struct Incoming {
 impl Incoming {
     /// msg_id from the header.
     pub fn msg_id(&self) -> &str {
-        self.header.get("msg_id").and_then(Value::as_str).unwrap_or("")
+        self.header
+            .get("msg_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// The four signed parts, serialized.
@@ -72,7 +77,11 @@ pub fn decode_text(text: &str) -> Result<Incoming, String> {
 pub fn decode_binary(bytes: &[u8], protocol: Protocol) -> Result<Incoming, String> {
     match protocol {
         Protocol::V1 => {
-            let WsParts { channel, parts, buffers } = decode_v1(bytes, MAX_PARTS).map_err(|e| e.to_string())?;
+            let WsParts {
+                channel,
+                parts,
+                buffers,
+            } = decode_v1(bytes, MAX_PARTS).map_err(|e| e.to_string())?;
             let [h, p, m, c] = parts;
             let parse = |b: &[u8], what: &str| -> Result<Value, String> {
                 if b.is_empty() {
@@ -89,18 +98,30 @@ pub fn decode_binary(bytes: &[u8], protocol: Protocol) -> Result<Incoming, Strin
             from_value(v, buffers, Some(channel))
         }
         Protocol::Legacy => {
-            let (json, buffers) = decode_legacy_binary(bytes, MAX_PARTS).map_err(|e| e.to_string())?;
-            let v: Value = serde_json::from_slice(&json).map_err(|e| format!("malformed JSON: {e}"))?;
+            let (json, buffers) =
+                decode_legacy_binary(bytes, MAX_PARTS).map_err(|e| e.to_string())?;
+            let v: Value =
+                serde_json::from_slice(&json).map_err(|e| format!("malformed JSON: {e}"))?;
             from_value(v, buffers, None)
         }
     }
 }
 
-fn from_value(v: Value, buffers: Vec<Vec<u8>>, channel: Option<String>) -> Result<Incoming, String> {
-    let Value::Object(mut o) = v else { return Err("message is not a JSON object".into()) };
+fn from_value(
+    v: Value,
+    buffers: Vec<Vec<u8>>,
+    channel: Option<String>,
+) -> Result<Incoming, String> {
+    let Value::Object(mut o) = v else {
+        return Err("message is not a JSON object".into());
+    };
     let channel = match channel {
         Some(c) => c,
-        None => o.get("channel").and_then(Value::as_str).ok_or("message has no channel")?.to_owned(),
+        None => o
+            .get("channel")
+            .and_then(Value::as_str)
+            .ok_or("message has no channel")?
+            .to_owned(),
     };
     let channel = match Channel::parse(&channel) {
         Some(c @ (Channel::Shell | Channel::Control | Channel::Stdin)) => c,
@@ -127,7 +148,14 @@ fn from_value(v: Value, buffers: Vec<Vec<u8>>, channel: Option<String>) -> Resul
             _ => return Err(format!("header.{k} is missing")),
         }
     }
-    Ok(Incoming { channel, header, parent_header, metadata, content, buffers })
+    Ok(Incoming {
+        channel,
+        header,
+        parent_header,
+        metadata,
+        content,
+        buffers,
+    })
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -137,17 +165,27 @@ fn truncate(s: &str, n: usize) -> String {
 /// Fills what a browser may leave out of a header (session, username, version) and dates it
 /// `now` when its date is missing, unparseable or off by more than `max_skew` (the kernel
 /// refuses stale messages; the host is the one vouching for this message by signing it).
-pub fn complete_header(header: &mut Map<String, Value>, session_id: &str, now: DateTime<Utc>, max_skew: chrono::Duration) {
+pub fn complete_header(
+    header: &mut Map<String, Value>,
+    session_id: &str,
+    now: DateTime<Utc>,
+    max_skew: chrono::Duration,
+) {
     header.entry("session").or_insert_with(|| session_id.into());
     header.entry("username").or_insert_with(|| "".into());
-    header.entry("version").or_insert_with(|| kernelgate_wire::PROTOCOL_VERSION.into());
+    header
+        .entry("version")
+        .or_insert_with(|| kernelgate_wire::PROTOCOL_VERSION.into());
     let fresh = header
         .get("date")
         .and_then(Value::as_str)
         .and_then(|d| kernelgate_wire::message::parse_date(d).ok())
         .is_some_and(|d| (now - d).abs() <= max_skew);
     if !fresh {
-        header.insert("date".into(), kernelgate_wire::message::format_date(now).into());
+        header.insert(
+            "date".into(),
+            kernelgate_wire::message::format_date(now).into(),
+        );
     }
 }
 
@@ -163,7 +201,12 @@ pub fn encode(channel: Channel, msg: &Message, protocol: Protocol) -> OutFrame {
             let ser = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
             let parts = WsParts {
                 channel: channel.name().to_owned(),
-                parts: [ser(&header), ser(&parent), serde_json::to_vec(&msg.metadata).unwrap_or_default(), ser(&msg.content)],
+                parts: [
+                    ser(&header),
+                    ser(&parent),
+                    serde_json::to_vec(&msg.metadata).unwrap_or_default(),
+                    ser(&msg.content),
+                ],
                 buffers: msg.buffers.clone(),
             };
             OutFrame::Binary(encode_v1(&parts))
@@ -213,8 +256,14 @@ mod tests {
         assert!(decode_text(&json!({"channel": "iopub", "header": hdr()}).to_string()).is_err());
         assert!(decode_text(&json!({"channel": "nope", "header": hdr()}).to_string()).is_err());
         assert!(decode_text(&json!({"channel": "shell"}).to_string()).is_err());
-        assert!(decode_text(&json!({"channel": "shell", "header": {"msg_id": "x"}}).to_string()).is_err());
-        assert!(decode_text(&json!({"channel": "shell", "header": hdr(), "content": 3}).to_string()).is_err());
+        assert!(
+            decode_text(&json!({"channel": "shell", "header": {"msg_id": "x"}}).to_string())
+                .is_err()
+        );
+        assert!(decode_text(
+            &json!({"channel": "shell", "header": hdr(), "content": 3}).to_string()
+        )
+        .is_err());
         assert!(decode_binary(&[1, 2, 3], Protocol::V1).is_err());
         assert!(decode_binary(&[0xff; 64], Protocol::V1).is_err());
         assert!(decode_binary(&[0xff; 64], Protocol::Legacy).is_err());
@@ -226,7 +275,12 @@ mod tests {
         let ser = |v: Value| serde_json::to_vec(&v).unwrap_or_default();
         let parts = WsParts {
             channel: "shell".into(),
-            parts: [ser(hdr()), ser(json!({})), ser(json!({})), ser(json!({"code": "x"}))],
+            parts: [
+                ser(hdr()),
+                ser(json!({})),
+                ser(json!({})),
+                ser(json!({"code": "x"})),
+            ],
             buffers: vec![vec![1, 2, 3], vec![]],
         };
         let m = decode_binary(&encode_v1(&parts), Protocol::V1).unwrap_or_else(|e| panic!("{e}"));

@@ -29,7 +29,11 @@ impl ContextPool {
         while v.len() <= idx {
             v.push(Context::new()?);
         }
-        v.get(idx).cloned().ok_or(kernelgate_zmq::Error::InvalidArgument("context pool".into()))
+        v.get(idx)
+            .cloned()
+            .ok_or(kernelgate_zmq::Error::InvalidArgument(
+                "context pool".into(),
+            ))
     }
 }
 
@@ -54,9 +58,18 @@ pub fn open(
 }
 
 /// A session signing with the kernel's key, for the host's own requests.
-pub fn session_for(info: &ConnectionInfo, username: &str) -> Result<Session, kernelgate_wire::Error> {
+pub fn session_for(
+    info: &ConnectionInfo,
+    username: &str,
+) -> Result<Session, kernelgate_wire::Error> {
     let signer = info.signer(false)?;
-    Ok(Session::new(signer, SessionConfig { username: username.into(), ..SessionConfig::default() }))
+    Ok(Session::new(
+        signer,
+        SessionConfig {
+            username: username.into(),
+            ..SessionConfig::default()
+        },
+    ))
 }
 
 /// Signs `msg_type` with the kernel's key and sends it on a fresh DEALER to `channel`, waiting
@@ -71,7 +84,9 @@ async fn send_one(
 ) -> Result<(Session, AsyncSocket, String), String> {
     let session = session_for(info, "kernelgate-host").map_err(|e| e.to_string())?;
     let mut sock = open(ctx, info, SocketType::Dealer, channel, None).map_err(|e| e.to_string())?;
-    let msg = session.message(msg_type, &content, None).map_err(|e| e.to_string())?;
+    let msg = session
+        .message(msg_type, &content, None)
+        .map_err(|e| e.to_string())?;
     let msg_id = msg.header.msg_id.clone();
     let frames = session.encode_owned(msg).map_err(|e| e.to_string())?;
     tokio::time::timeout(send_timeout, sock.send_multipart(&frames))
@@ -91,7 +106,8 @@ pub async fn request(
     timeout: Duration,
 ) -> Result<Message, String> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let (session, mut sock, msg_id) = send_one(ctx, info, channel, msg_type, content, timeout).await?;
+    let (session, mut sock, msg_id) =
+        send_one(ctx, info, channel, msg_type, content, timeout).await?;
     loop {
         let frames = tokio::time::timeout_at(deadline, sock.recv_multipart())
             .await
@@ -107,13 +123,32 @@ pub async fn request(
 
 /// Sends one request and does not wait for a reply. The socket lingers 100 ms on close, so the
 /// request still goes out.
-pub async fn send_only(ctx: &Context, info: &ConnectionInfo, channel: Channel, msg_type: &str, content: Value) -> Result<(), String> {
-    send_one(ctx, info, channel, msg_type, content, Duration::from_secs(1)).await.map(drop)
+pub async fn send_only(
+    ctx: &Context,
+    info: &ConnectionInfo,
+    channel: Channel,
+    msg_type: &str,
+    content: Value,
+) -> Result<(), String> {
+    send_one(
+        ctx,
+        info,
+        channel,
+        msg_type,
+        content,
+        Duration::from_secs(1),
+    )
+    .await
+    .map(drop)
 }
 
 /// Waits until the kernel answers `kernel_info_request` with its key, asking again every
 /// second (the first request can be lost while the kernel is still setting up).
-pub async fn wait_ready(ctx: &Context, info: &ConnectionInfo, timeout: Duration) -> Result<Message, String> {
+pub async fn wait_ready(
+    ctx: &Context,
+    info: &ConnectionInfo,
+    timeout: Duration,
+) -> Result<Message, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -121,7 +156,16 @@ pub async fn wait_ready(ctx: &Context, info: &ConnectionInfo, timeout: Duration)
             return Err("kernel did not answer kernel_info_request in time".into());
         }
         let attempt = left.min(Duration::from_secs(1));
-        match request(ctx, info, Channel::Shell, "kernel_info_request", serde_json::json!({}), attempt).await {
+        match request(
+            ctx,
+            info,
+            Channel::Shell,
+            "kernel_info_request",
+            serde_json::json!({}),
+            attempt,
+        )
+        .await
+        {
             Ok(reply) => return Ok(reply),
             Err(e) => tracing::trace!("kernel not ready yet: {e}"),
         }

@@ -1,6 +1,11 @@
 //! Host integration tests: auth, REST lifecycle, WebSocket in both protocols, faults, recovery.
 //! Needs the `kernelgate` binary: `cargo build --bin kernelgate` first.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -25,16 +30,60 @@ async fn auth_is_required_everywhere() {
     let app = h.host.router();
     let tok = h.token.clone();
     let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
-    for path in ["/api", "/api/kernels", "/api/kernelspecs", "/kernelspecs/rhai/logo-64x64.png", "/api/kernels/x/channels", "/nope"] {
+    for path in [
+        "/api",
+        "/api/kernels",
+        "/api/kernelspecs",
+        "/kernelspecs/rhai/logo-64x64.png",
+        "/api/kernels/x/channels",
+        "/nope",
+    ] {
         assert_eq!(oneshot(&app, get(path)).await, 401, "{path} without token");
-        assert_eq!(oneshot(&app, Request::get(path).header("Authorization", "token wrongwrongwrong").body(Body::empty()).unwrap()).await, 403, "{path} wrong token");
+        assert_eq!(
+            oneshot(
+                &app,
+                Request::get(path)
+                    .header("Authorization", "token wrongwrongwrong")
+                    .body(Body::empty())
+                    .unwrap()
+            )
+            .await,
+            403,
+            "{path} wrong token"
+        );
     }
     // Right token, right places.
-    assert_eq!(oneshot(&app, Request::get("/api").header("Authorization", format!("token {tok}")).body(Body::empty()).unwrap()).await, 200);
+    assert_eq!(
+        oneshot(
+            &app,
+            Request::get("/api")
+                .header("Authorization", format!("token {tok}"))
+                .body(Body::empty())
+                .unwrap()
+        )
+        .await,
+        200
+    );
     assert_eq!(oneshot(&app, get(&format!("/api?token={tok}"))).await, 200);
     // Right token, wrong places: other headers, Basic auth, cookie, path.
-    for (k, v) in [("X-Token", tok.clone()), ("Authorization", format!("Basic {tok}")), ("Cookie", format!("token={tok}")), ("X-Authorization", format!("token {tok}"))] {
-        assert_eq!(oneshot(&app, Request::get("/api").header(k, v).body(Body::empty()).unwrap()).await, 401, "token in {k}");
+    for (k, v) in [
+        ("X-Token", tok.clone()),
+        ("Authorization", format!("Basic {tok}")),
+        ("Cookie", format!("token={tok}")),
+        ("X-Authorization", format!("token {tok}")),
+    ] {
+        assert_eq!(
+            oneshot(
+                &app,
+                Request::get("/api")
+                    .header(k, v)
+                    .body(Body::empty())
+                    .unwrap()
+            )
+            .await,
+            401,
+            "token in {k}"
+        );
     }
     assert_eq!(oneshot(&app, get(&format!("/api/{tok}"))).await, 401);
     // A near miss (one character off) is refused.
@@ -45,12 +94,22 @@ async fn auth_is_required_everywhere() {
 
     // WebSocket: no token, wrong token, cross-origin refused; same-origin and no-origin allowed.
     let id = h.start_kernel(None).await;
-    assert_eq!(ws_connect(&h.ws_url(&id, false), false, None).await.err(), Some(401));
+    assert_eq!(
+        ws_connect(&h.ws_url(&id, false), false, None).await.err(),
+        Some(401)
+    );
     let wrong = h.ws_url(&id, false) + "&token=abcdefabcdefabcdefabcdefabcdefabcdef";
     assert_eq!(ws_connect(&wrong, false, None).await.err(), Some(403));
-    assert_eq!(ws_connect(&h.ws_url(&id, true), false, Some("http://evil.example")).await.err(), Some(403));
+    assert_eq!(
+        ws_connect(&h.ws_url(&id, true), false, Some("http://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
     assert!(ws_connect(&h.ws_url(&id, true), false, None).await.is_ok());
-    assert!(ws_connect(&h.ws_url(&id, true), false, Some(&h.base)).await.is_ok());
+    assert!(ws_connect(&h.ws_url(&id, true), false, Some(&h.base))
+        .await
+        .is_ok());
     h.stop().await;
 }
 
@@ -78,37 +137,77 @@ async fn rest_lifecycle_and_errors() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    for f in ["id", "name", "last_activity", "execution_state", "connections"] {
+    for f in [
+        "id",
+        "name",
+        "last_activity",
+        "execution_state",
+        "connections",
+    ] {
         assert!(!m[f].is_null(), "model has {f}: {m}");
     }
     assert_eq!(m["execution_state"], "idle");
     let (s, list) = h.req("GET", "/api/kernels", None).await;
     assert_eq!(s, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);
-    let (s, _) = h.req("POST", &format!("/api/kernels/{id}/interrupt"), None).await;
+    let (s, _) = h
+        .req("POST", &format!("/api/kernels/{id}/interrupt"), None)
+        .await;
     assert_eq!(s, 204);
     let pid_before = h.host.shared.registry.get(&id).unwrap().pid();
-    let (s, m) = h.req("POST", &format!("/api/kernels/{id}/restart"), None).await;
+    let (s, m) = h
+        .req("POST", &format!("/api/kernels/{id}/restart"), None)
+        .await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(m["id"], id.as_str());
     assert_ne!(h.host.shared.registry.get(&id).unwrap().pid(), pid_before);
     let pid = h.host.shared.registry.get(&id).unwrap().pid().unwrap();
     let (s, _) = h.req("DELETE", &format!("/api/kernels/{id}"), None).await;
     assert_eq!(s, 204);
-    assert!(!kernelgate_host::provision::process_alive(pid), "process gone after DELETE");
+    assert!(
+        !kernelgate_host::provision::process_alive(pid),
+        "process gone after DELETE"
+    );
     let (s, e) = h.req("GET", &format!("/api/kernels/{id}"), None).await;
     assert_eq!(s, 404);
     assert!(e["message"].is_string() && e["reason"].is_string());
 
     // Errors.
     let url = format!("{}/api/kernels", h.base);
-    let (s, e) = http("POST", &url, Some(&format!("token {}", h.token)), Some("{not json".into()), &[]).await;
+    let (s, e) = http(
+        "POST",
+        &url,
+        Some(&format!("token {}", h.token)),
+        Some("{not json".into()),
+        &[],
+    )
+    .await;
     assert_eq!(s, 400, "{e}");
-    let (s, _) = http("POST", &url, Some(&format!("token {}", h.token)), Some("{\"name\": 5}".into()), &[]).await;
+    let (s, _) = http(
+        "POST",
+        &url,
+        Some(&format!("token {}", h.token)),
+        Some("{\"name\": 5}".into()),
+        &[],
+    )
+    .await;
     assert_eq!(s, 400);
-    let (s, _) = h.req("POST", "/api/kernels", Some(json!({"name": "no-such-spec"}))).await;
+    let (s, _) = h
+        .req(
+            "POST",
+            "/api/kernels",
+            Some(json!({"name": "no-such-spec"})),
+        )
+        .await;
     assert_eq!(s, 404);
-    for (m, p) in [("DELETE", "/api/kernels/nope"), ("POST", "/api/kernels/nope/restart"), ("POST", "/api/kernels/nope/interrupt"), ("GET", "/api/nothing"), ("GET", "/kernelspecs/rhai/kernel.json"), ("GET", "/kernelspecs/nope/logo-64x64.png")] {
+    for (m, p) in [
+        ("DELETE", "/api/kernels/nope"),
+        ("POST", "/api/kernels/nope/restart"),
+        ("POST", "/api/kernels/nope/interrupt"),
+        ("GET", "/api/nothing"),
+        ("GET", "/kernelspecs/rhai/kernel.json"),
+        ("GET", "/kernelspecs/nope/logo-64x64.png"),
+    ] {
         let (s, _) = h.req(m, p, None).await;
         assert_eq!(s, 404, "{m} {p}");
     }
@@ -125,11 +224,15 @@ async fn ws_execute(v1: bool) {
     let mut a = ws_connect(&h.ws_url(&id, true), v1, None).await.unwrap();
     let mut b = ws_connect(&h.ws_url(&id, true), v1, None).await.unwrap();
     let (out, result, status) = execute(&mut a, v1, "print(\"hello\"); 6 * 7").await;
-    assert_eq!((out.as_str(), result.as_str(), status.as_str()), ("hello\n", "42", "ok"));
+    assert_eq!(
+        (out.as_str(), result.as_str(), status.as_str()),
+        ("hello\n", "42", "ok")
+    );
     // The second client saw the first one's output on iopub.
     let mut saw = false;
     while let Some((ch, m, _)) = recv(&mut b, v1, Duration::from_secs(2)).await {
-        if ch == "iopub" && m["header"]["msg_type"] == "stream" && m["content"]["text"] == "hello\n" {
+        if ch == "iopub" && m["header"]["msg_type"] == "stream" && m["content"]["text"] == "hello\n"
+        {
             saw = true;
             break;
         }
@@ -177,11 +280,23 @@ async fn websocket_bad_input_is_survived() {
         WsMessage::Text("{not json".into()),
         WsMessage::Text("[]".into()),
         WsMessage::Text(json!({"channel": "nope", "header": hdr}).to_string().into()),
-        WsMessage::Text(json!({"channel": "iopub", "header": hdr}).to_string().into()),
+        WsMessage::Text(
+            json!({"channel": "iopub", "header": hdr})
+                .to_string()
+                .into(),
+        ),
         WsMessage::Text(json!({"channel": "hb", "header": hdr}).to_string().into()),
         WsMessage::Text(json!({"channel": "shell"}).to_string().into()),
-        WsMessage::Text(json!({"channel": "shell", "header": {"msg_id": "x"}}).to_string().into()),
-        WsMessage::Text(json!({"channel": "shell", "header": hdr, "content": "str"}).to_string().into()),
+        WsMessage::Text(
+            json!({"channel": "shell", "header": {"msg_id": "x"}})
+                .to_string()
+                .into(),
+        ),
+        WsMessage::Text(
+            json!({"channel": "shell", "header": hdr, "content": "str"})
+                .to_string()
+                .into(),
+        ),
         WsMessage::Binary(vec![0xff; 100].into()),
         WsMessage::Binary(Vec::new().into()),
         WsMessage::Binary(vec![0, 0, 0, 1, 0, 0, 0, 200].into()),
@@ -210,7 +325,11 @@ async fn kill_9_restarts_and_executes_again() {
     let mut ws = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
     execute(&mut ws, true, "let x = 1;").await;
     let pid = h.host.shared.registry.get(&id).unwrap().pid().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let seen = wait_status(&mut ws, true, "restarting", T).await;
     assert_eq!(seen.last().map(String::as_str), Some("restarting"));
     wait_status(&mut ws, true, "idle", T).await;
@@ -222,10 +341,18 @@ async fn kill_9_restarts_and_executes_again() {
     h.stop().await;
 }
 
-fn spec_dir(root: &std::path::Path, name: &str, argv: Value) -> BTreeMap<String, std::path::PathBuf> {
+fn spec_dir(
+    root: &std::path::Path,
+    name: &str,
+    argv: Value,
+) -> BTreeMap<String, std::path::PathBuf> {
     let d = root.join("kernels").join(name);
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("kernel.json"), json!({"argv": argv, "display_name": name, "language": "sh"}).to_string()).unwrap();
+    std::fs::write(
+        d.join("kernel.json"),
+        json!({"argv": argv, "display_name": name, "language": "sh"}).to_string(),
+    )
+    .unwrap();
     BTreeMap::from([(name.to_owned(), d)])
 }
 
@@ -233,10 +360,16 @@ fn spec_dir(root: &std::path::Path, name: &str, argv: Value) -> BTreeMap<String,
 async fn kernel_dying_at_start_goes_dead_after_limit() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    c.add_specs(&spec_dir(dir.path(), "dies", json!(["sh", "-c", "exit 3", "{connection_file}"])));
+    c.add_specs(&spec_dir(
+        dir.path(),
+        "dies",
+        json!(["sh", "-c", "exit 3", "{connection_file}"]),
+    ));
     c.restart.limit = 3;
     let h = TestHost::start_with(c, dir).await;
-    let (s, m) = h.req("POST", "/api/kernels", Some(json!({"name": "dies"}))).await;
+    let (s, m) = h
+        .req("POST", "/api/kernels", Some(json!({"name": "dies"})))
+        .await;
     assert_eq!(s, 201);
     assert_eq!(m["execution_state"], "dead", "{m}");
     assert_eq!(m["restarts"], 3);
@@ -244,7 +377,10 @@ async fn kernel_dying_at_start_goes_dead_after_limit() {
     let id = m["id"].as_str().unwrap();
     let (s, _) = h.req("DELETE", &format!("/api/kernels/{id}"), None).await;
     assert_eq!(s, 204);
-    let left: Vec<_> = std::fs::read_dir(h.dir.path().join("runtime")).unwrap().flatten().collect();
+    let left: Vec<_> = std::fs::read_dir(h.dir.path().join("runtime"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert!(left.is_empty(), "{left:?}");
     h.stop().await;
 }
@@ -260,10 +396,17 @@ async fn hung_kernel_is_detected_by_heartbeat() {
     let id = h.start_kernel(None).await;
     let mut ws = ws_connect(&h.ws_url(&id, true), false, None).await.unwrap();
     let pid = h.host.shared.registry.get(&id).unwrap().pid().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
     wait_status(&mut ws, false, "restarting", T).await;
     wait_status(&mut ws, false, "idle", T).await;
-    assert!(!kernelgate_host::provision::process_alive(pid), "the hung process was killed");
+    assert!(
+        !kernelgate_host::provision::process_alive(pid),
+        "the hung process was killed"
+    );
     let (_, r, _) = execute(&mut ws, false, "2 + 2").await;
     assert_eq!(r, "4");
     h.stop().await;
@@ -275,27 +418,42 @@ async fn host_crash_readopts_and_stop_leaves_nothing() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::write(
+        &token_file,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let state_file = dir.path().join("state.json");
     let runtime = dir.path().join("runtime");
     // The first host is a real `kernelgate serve` process, so it can be killed with -9.
     let mut serve = std::process::Command::new(kernelgate_bin())
         .args(["serve", "--port", "0", "--kernel-dirs", "/nonexistent"])
-        .arg("--state-file").arg(&state_file)
-        .arg("--token-file").arg(&token_file)
+        .arg("--state-file")
+        .arg(&state_file)
+        .arg("--token-file")
+        .arg(&token_file)
         .env("JUPYTER_RUNTIME_DIR", &runtime)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let base = line.trim().split("/?token=").next().unwrap().to_owned();
     let auth = "token 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let (s, m) = http("POST", &format!("{base}/api/kernels"), Some(auth), None, &[]).await;
+        let (s, m) = http(
+            "POST",
+            &format!("{base}/api/kernels"),
+            Some(auth),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!(s, 201, "{m}");
         ids.push(m["id"].as_str().unwrap().to_owned());
     }
@@ -306,7 +464,11 @@ async fn host_crash_readopts_and_stop_leaves_nothing() {
     serve.wait().unwrap();
     // Kernel b dies while the host is away.
     let rec_b = state.kernels.iter().find(|k| k.id == ids[1]).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec_b.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec_b.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let (a, b) = (ids[0].clone(), ids[1].clone());
     let h2 = TestHost::start(|c| {
         c.state_file = Some(state_file.clone());
@@ -314,16 +476,35 @@ async fn host_crash_readopts_and_stop_leaves_nothing() {
     })
     .await;
     let (_, list) = h2.req("GET", "/api/kernels", None).await;
-    let listed: Vec<&str> = list.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(listed, vec![a.as_str()], "live kernel re-adopted under its id, dead one ({b}) dropped");
-    assert!(!runtime.join(format!("kernel-{b}.json")).exists(), "dead kernel's connection file cleaned up");
+    let listed: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![a.as_str()],
+        "live kernel re-adopted under its id, dead one ({b}) dropped"
+    );
+    assert!(
+        !runtime.join(format!("kernel-{b}.json")).exists(),
+        "dead kernel's connection file cleaned up"
+    );
     let mut ws = ws_connect(&h2.ws_url(&a, true), true, None).await.unwrap();
     let (_, r, _) = execute(&mut ws, true, "3 * 3").await;
     assert_eq!(r, "9");
     let pid_a = h2.host.shared.registry.get(&a).unwrap().pid().unwrap();
     h2.stop().await;
-    assert!(!kernelgate_host::provision::process_alive(pid_a), "kernel stopped with the host");
+    assert!(
+        !kernelgate_host::provision::process_alive(pid_a),
+        "kernel stopped with the host"
+    );
     assert!(!state_file.exists(), "state file removed");
-    let left: Vec<_> = std::fs::read_dir(&runtime).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> = std::fs::read_dir(&runtime)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "no connection file left: {left:?}");
 }

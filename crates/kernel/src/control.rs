@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::handler::KernelInfo;
 use crate::io::{Flags, Publisher};
-use kernelgate_wire::Rejections;
 use crate::server::{kernel_info_reply, receive, send_reply, wait_readable};
+use kernelgate_wire::Rejections;
 
 pub(crate) struct ControlLoop {
     pub(crate) socket: Socket,
@@ -28,7 +28,12 @@ impl ControlLoop {
             if !ready {
                 continue;
             }
-            let Some(msg) = receive(&self.socket, &self.session, Channel::Control, &self.rejections) else {
+            let Some(msg) = receive(
+                &self.socket,
+                &self.session,
+                Channel::Control,
+                &self.rejections,
+            ) else {
                 continue;
             };
             self.handle(&msg);
@@ -37,19 +42,47 @@ impl ControlLoop {
 
     fn handle(&self, msg: &Message) {
         match msg.msg_type() {
-            "shutdown_request" => shutdown(&self.socket, &self.session, &self.publisher, &self.flags, msg),
+            "shutdown_request" => shutdown(
+                &self.socket,
+                &self.session,
+                &self.publisher,
+                &self.flags,
+                msg,
+            ),
             "interrupt_request" => {
                 self.flags.interrupt.store(true, Ordering::SeqCst);
-                send_reply(&self.socket, &self.session, "interrupt_reply", &json!({ "status": "ok" }), msg);
+                send_reply(
+                    &self.socket,
+                    &self.session,
+                    "interrupt_reply",
+                    &json!({ "status": "ok" }),
+                    msg,
+                );
             }
             "kernel_info_request" => {
-                send_reply(&self.socket, &self.session, "kernel_info_reply", &kernel_info_reply(&self.info), msg);
+                send_reply(
+                    &self.socket,
+                    &self.session,
+                    "kernel_info_reply",
+                    &kernel_info_reply(&self.info),
+                    msg,
+                );
             }
             "kernelgate_stats_request" => {
-                let rejected: serde_json::Map<String, serde_json::Value> =
-                    self.rejections.snapshot().into_iter().map(|(k, n)| (k.code().to_owned(), n.into())).collect();
+                let rejected: serde_json::Map<String, serde_json::Value> = self
+                    .rejections
+                    .snapshot()
+                    .into_iter()
+                    .map(|(k, n)| (k.code().to_owned(), n.into()))
+                    .collect();
                 let reply = json!({ "status": "ok", "rejected": rejected });
-                send_reply(&self.socket, &self.session, "kernelgate_stats_reply", &reply, msg);
+                send_reply(
+                    &self.socket,
+                    &self.session,
+                    "kernelgate_stats_reply",
+                    &reply,
+                    msg,
+                );
             }
             other => tracing::debug!("ignoring {other} on control"),
         }
@@ -58,8 +91,17 @@ impl ControlLoop {
 
 /// Answers a shutdown_request, broadcasts the reply on IOPub (as ipykernel does, so every client
 /// learns of the shutdown) and stops the kernel.
-pub(crate) fn shutdown(socket: &Socket, session: &Session, publisher: &Publisher, flags: &Flags, msg: &Message) {
-    let restart = msg.content_as::<ShutdownRequest>().map(|r| r.restart).unwrap_or(false);
+pub(crate) fn shutdown(
+    socket: &Socket,
+    session: &Session,
+    publisher: &Publisher,
+    flags: &Flags,
+    msg: &Message,
+) {
+    let restart = msg
+        .content_as::<ShutdownRequest>()
+        .map(|r| r.restart)
+        .unwrap_or(false);
     let reply = json!({ "status": "ok", "restart": restart });
     send_reply(socket, session, "shutdown_reply", &reply, msg);
     publisher.publish("shutdown_reply", &reply, Some(msg));
@@ -84,4 +126,3 @@ pub(crate) fn heartbeat_loop(socket: Socket, flags: Flags) {
         }
     }
 }
-

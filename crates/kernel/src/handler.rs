@@ -72,11 +72,20 @@ pub trait Kernel: Send {
 
     /// Completion candidates at `cursor_pos` (unicode code points).
     fn complete(&mut self, _code: &str, cursor_pos: usize) -> Completion {
-        Completion { matches: Vec::new(), cursor_start: cursor_pos, cursor_end: cursor_pos }
+        Completion {
+            matches: Vec::new(),
+            cursor_start: cursor_pos,
+            cursor_end: cursor_pos,
+        }
     }
 
     /// Help for the name at `cursor_pos`, as a MIME bundle, if any.
-    fn inspect(&mut self, _code: &str, _cursor_pos: usize, _detail_level: u8) -> Option<MimeBundle> {
+    fn inspect(
+        &mut self,
+        _code: &str,
+        _cursor_pos: usize,
+        _detail_level: u8,
+    ) -> Option<MimeBundle> {
         None
     }
 

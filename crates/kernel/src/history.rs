@@ -14,7 +14,10 @@ pub struct History {
 impl History {
     /// A history that keeps at most `max_entries` inputs (oldest dropped first).
     pub fn new(max_entries: usize) -> History {
-        History { entries: VecDeque::new(), max_entries }
+        History {
+            entries: VecDeque::new(),
+            max_entries,
+        }
     }
 
     /// Records input `code` run as execution `count`, with its plain-text result if any.
@@ -42,7 +45,11 @@ impl History {
             "tail" => {
                 let n = usize::try_from(req.n.unwrap_or(10)).unwrap_or(0);
                 let skip = self.entries.len().saturating_sub(n);
-                self.entries.iter().skip(skip).map(|e| Self::entry(session, e, out)).collect()
+                self.entries
+                    .iter()
+                    .skip(skip)
+                    .map(|e| Self::entry(session, e, out))
+                    .collect()
             }
             "range" => {
                 let start = req.start.unwrap_or(0);
@@ -55,7 +62,10 @@ impl History {
             }
             "search" => {
                 let pattern = req.pattern.clone().unwrap_or_else(|| "*".into());
-                let n = req.n.and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX);
+                let n = req
+                    .n
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(usize::MAX);
                 let mut hits: Vec<Value> = self
                     .entries
                     .iter()
@@ -68,7 +78,9 @@ impl History {
                     let mut unique: Vec<Value> = hits
                         .into_iter()
                         .rev()
-                        .filter(|h| seen.insert(h.get(2).map(|v| v.to_string()).unwrap_or_default()))
+                        .filter(|h| {
+                            seen.insert(h.get(2).map(|v| v.to_string()).unwrap_or_default())
+                        })
                         .collect();
                     unique.reverse();
                     hits = unique;
@@ -108,7 +120,8 @@ fn glob_match(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 #[cfg(test)]

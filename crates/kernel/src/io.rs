@@ -22,13 +22,18 @@ pub struct Publisher {
 
 impl Publisher {
     pub(crate) fn new(socket: Socket, session: Session, kernel_id: String) -> Publisher {
-        Publisher { socket: Mutex::new(socket), session, kernel_id }
+        Publisher {
+            socket: Mutex::new(socket),
+            session,
+            kernel_id,
+        }
     }
 
     /// Publishes a message of `msg_type` with `content`, child of `parent`.
     pub fn publish<C: Serialize>(&self, msg_type: &str, content: &C, parent: Option<&Message>) {
         let topic = vec![iopub_topic(&self.kernel_id, msg_type)];
-        let Some(frames) = encode_child(&self.session, msg_type, content, parent, Some(topic)) else {
+        let Some(frames) = encode_child(&self.session, msg_type, content, parent, Some(topic))
+        else {
             return;
         };
         let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
@@ -55,12 +60,14 @@ pub(crate) fn encode_child<C: Serialize>(
     parent: Option<&Message>,
     identities: Option<Vec<Vec<u8>>>,
 ) -> Option<Vec<Vec<u8>>> {
-    let built = session.message(msg_type, content, parent).and_then(|mut msg| {
-        if let Some(ids) = identities {
-            msg.identities = ids;
-        }
-        session.encode_owned(msg)
-    });
+    let built = session
+        .message(msg_type, content, parent)
+        .and_then(|mut msg| {
+            if let Some(ids) = identities {
+                msg.identities = ids;
+            }
+            session.encode_owned(msg)
+        });
     match built {
         Ok(frames) => Some(frames),
         Err(e) => {
@@ -136,7 +143,11 @@ pub struct ExecContext {
 impl ExecContext {
     /// Sends text to the `stdout` or `stderr` stream.
     pub fn stream(&self, name: &str, text: &str) {
-        self.publisher.publish("stream", &json!({ "name": name, "text": text }), Some(&self.parent));
+        self.publisher.publish(
+            "stream",
+            &json!({ "name": name, "text": text }),
+            Some(&self.parent),
+        );
     }
 
     /// Displays a MIME bundle.
@@ -150,7 +161,8 @@ impl ExecContext {
 
     /// Publishes any IOPub message as a child of the current request.
     pub fn publish(&self, msg_type: &str, content: &Value) {
-        self.publisher.publish(msg_type, content, Some(&self.parent));
+        self.publisher
+            .publish(msg_type, content, Some(&self.parent));
     }
 
     /// Whether the running code should stop (interrupt or shutdown).
@@ -169,16 +181,26 @@ impl ExecContext {
         if !self.allow_stdin {
             return Err(InputError::NotAllowed);
         }
-        let request = InputRequest { prompt: prompt.to_owned(), password, ..Default::default() };
+        let request = InputRequest {
+            prompt: prompt.to_owned(),
+            password,
+            ..Default::default()
+        };
         let msg = self
             .session
             .message(InputRequest::MSG_TYPE, &request, Some(&self.parent))
             .map_err(|e| InputError::Transport(e.to_string()))?;
-        let frames = self.session.encode(&msg).map_err(|e| InputError::Transport(e.to_string()))?;
+        let frames = self
+            .session
+            .encode(&msg)
+            .map_err(|e| InputError::Transport(e.to_string()))?;
         let stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         // Drop stale replies to earlier prompts before asking.
         while let Ok(_stale) = stdin.socket.recv_multipart(true) {}
-        stdin.socket.send_multipart(&frames, false).map_err(|e| InputError::Transport(e.to_string()))?;
+        stdin
+            .socket
+            .send_multipart(&frames, false)
+            .map_err(|e| InputError::Transport(e.to_string()))?;
         loop {
             if self.interrupted() {
                 return Err(InputError::Interrupted);
@@ -202,9 +224,14 @@ impl ExecContext {
                 // a reply to some other prompt.
                 Ok(reply)
                     if reply.msg_type() == InputReply::MSG_TYPE
-                        && (reply.parent_header.is_none() || reply.parent_msg_id() == msg.header.msg_id) =>
+                        && (reply.parent_header.is_none()
+                            || reply.parent_msg_id() == msg.header.msg_id) =>
                 {
-                    let value = reply.content.get("value").and_then(Value::as_str).unwrap_or("");
+                    let value = reply
+                        .content
+                        .get("value")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
                     return Ok(value.to_owned());
                 }
                 Ok(other) => tracing::debug!("ignoring {} on stdin", other.msg_type()),

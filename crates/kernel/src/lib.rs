@@ -6,12 +6,12 @@
 //! requests while the shell is busy, and relays input requests over stdin. The built-in kernel,
 //! [`rhai::RhaiKernel`], runs the Rhai scripting language with resource limits.
 
+mod control;
 mod handler;
 mod history;
 mod io;
 mod rejections;
 pub mod rhai;
-mod control;
 mod server;
 mod shell;
 

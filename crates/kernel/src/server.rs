@@ -9,15 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kernelgate_wire::content::KernelInfoReply;
-use kernelgate_wire::{Channel, ConnectionInfo, Message, Session, SessionConfig, Transport, Verified};
-use kernelgate_zmq::{poll, Context, PollEvents, PollItem, SecretKey, Socket, SocketConfig, SocketType};
+use kernelgate_wire::{
+    Channel, ConnectionInfo, Message, Session, SessionConfig, Transport, Verified,
+};
+use kernelgate_zmq::{
+    poll, Context, PollEvents, PollItem, SecretKey, Socket, SocketConfig, SocketType,
+};
 
 use crate::control::{heartbeat_loop, ControlLoop};
 use crate::handler::{Kernel, KernelInfo};
 use crate::history::History;
 use crate::io::{encode_child, Flags, Publisher, Stdin};
-use kernelgate_wire::Rejections;
 use crate::shell::ShellLoop;
+use kernelgate_wire::Rejections;
 
 /// The ZAP domain of a CURVE kernel's sockets: a ZAP handler admits clients per domain.
 pub const ZAP_DOMAIN: &str = "kernelgate";
@@ -132,7 +136,11 @@ fn bind_channel(
             socket.bind(&endpoint)?;
             if port == 0 {
                 let bound = socket.last_endpoint()?;
-                let chosen = bound.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+                let chosen = bound
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .unwrap_or(0);
                 info.set_port(channel, chosen);
             }
         }
@@ -201,9 +209,17 @@ impl BoundKernel {
 
     /// Runs the kernel until a shutdown request or `flags.shutdown`. Returns the counters of
     /// refused messages.
-    pub fn run<K: Kernel>(self, mut kernel: K, flags: Flags) -> Result<Arc<Rejections>, KernelError> {
+    pub fn run<K: Kernel>(
+        self,
+        mut kernel: K,
+        flags: Flags,
+    ) -> Result<Arc<Rejections>, KernelError> {
         let rejections = Arc::new(Rejections::default());
-        let publisher = Arc::new(Publisher::new(self.iopub, self.session.clone(), self.kernel_id.clone()));
+        let publisher = Arc::new(Publisher::new(
+            self.iopub,
+            self.session.clone(),
+            self.kernel_id.clone(),
+        ));
         let info = kernel.info();
         let hb_flags = flags.clone();
         let hb = self.hb;
@@ -272,7 +288,8 @@ pub(crate) fn receive(
         Err(e) if e.is_again() => return None,
         // Oversized or too many frames: refused by the transport before being stored.
         Err(e @ kernelgate_zmq::Error::TooLarge { .. }) => {
-            let err = kernelgate_wire::Error::new(kernelgate_wire::ErrorKind::TooLarge, e.to_string());
+            let err =
+                kernelgate_wire::Error::new(kernelgate_wire::ErrorKind::TooLarge, e.to_string());
             crate::rejections::record(&rejections, channel, &err);
             return None;
         }
@@ -319,4 +336,3 @@ pub(crate) fn kernel_info_reply(info: &KernelInfo) -> KernelInfoReply {
         extra: Default::default(),
     }
 }
-

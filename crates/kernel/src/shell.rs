@@ -15,8 +15,8 @@ use crate::control::shutdown;
 use crate::handler::{Completeness, Kernel, KernelInfo, Outcome};
 use crate::history::History;
 use crate::io::{ExecContext, Flags, Publisher, Stdin};
-use kernelgate_wire::Rejections;
 use crate::server::{kernel_info_reply, receive, send_reply, wait_readable};
+use kernelgate_wire::Rejections;
 
 pub(crate) struct ShellLoop {
     pub(crate) socket: Socket,
@@ -38,7 +38,12 @@ impl ShellLoop {
             if !ready {
                 continue;
             }
-            let Some(msg) = receive(&self.socket, &self.session, Channel::Shell, &self.rejections) else {
+            let Some(msg) = receive(
+                &self.socket,
+                &self.session,
+                Channel::Shell,
+                &self.rejections,
+            ) else {
                 continue;
             };
             let msg = msg.into_inner();
@@ -86,7 +91,9 @@ impl ShellLoop {
                 Ok(req) => {
                     let reply = match kernel.is_complete(&req.code) {
                         Completeness::Complete => json!({ "status": "complete" }),
-                        Completeness::Incomplete(indent) => json!({ "status": "incomplete", "indent": indent }),
+                        Completeness::Incomplete(indent) => {
+                            json!({ "status": "incomplete", "indent": indent })
+                        }
                         Completeness::Invalid => json!({ "status": "invalid" }),
                         Completeness::Unknown => json!({ "status": "unknown" }),
                     };
@@ -102,16 +109,30 @@ impl ShellLoop {
                 Err(e) => self.reply_error("history_reply", &e, msg),
             },
             "comm_info_request" => {
-                self.reply("comm_info_reply", &json!({ "status": "ok", "comms": {} }), msg);
+                self.reply(
+                    "comm_info_reply",
+                    &json!({ "status": "ok", "comms": {} }),
+                    msg,
+                );
             }
             "comm_open" => {
                 // No comm targets: tell the frontend the comm is closed, as the spec asks.
                 let comm_id = msg.content.get("comm_id").cloned().unwrap_or(Value::Null);
-                self.publisher.publish("comm_close", &json!({ "comm_id": comm_id, "data": {} }), Some(msg));
+                self.publisher.publish(
+                    "comm_close",
+                    &json!({ "comm_id": comm_id, "data": {} }),
+                    Some(msg),
+                );
             }
             "comm_msg" | "comm_close" => {}
             // Old clients send it on shell.
-            "shutdown_request" => shutdown(&self.socket, &self.session, &self.publisher, &self.flags, msg),
+            "shutdown_request" => shutdown(
+                &self.socket,
+                &self.session,
+                &self.publisher,
+                &self.flags,
+                msg,
+            ),
             other => tracing::warn!("unknown shell message type {other:?}; ignored"),
         }
         false
@@ -141,7 +162,11 @@ impl ShellLoop {
         }
         let count = self.execution_count;
         if !req.silent {
-            self.publisher.publish("execute_input", &json!({ "code": req.code, "execution_count": count }), Some(msg));
+            self.publisher.publish(
+                "execute_input",
+                &json!({ "code": req.code, "execution_count": count }),
+                Some(msg),
+            );
         }
         self.flags.interrupt.store(false, Ordering::SeqCst);
         let ctx = ExecContext {
@@ -158,7 +183,11 @@ impl ShellLoop {
         self.flags.interrupt.store(false, Ordering::SeqCst);
         match outcome {
             Outcome::Ok(data) => {
-                let plain = data.as_ref().and_then(|d| d.get("text/plain")).and_then(Value::as_str).map(str::to_owned);
+                let plain = data
+                    .as_ref()
+                    .and_then(|d| d.get("text/plain"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
                 if let (Some(data), false) = (data, req.silent) {
                     self.publisher.publish(
                         "execute_result",
@@ -175,7 +204,11 @@ impl ShellLoop {
                 self.reply("execute_reply", &reply, msg);
                 false
             }
-            Outcome::Error { ename, evalue, traceback } => {
+            Outcome::Error {
+                ename,
+                evalue,
+                traceback,
+            } => {
                 if store {
                     self.history.record(count, &req.code, None);
                 }

@@ -31,8 +31,14 @@ pub enum Scheme {
 
 impl Scheme {
     /// Every supported scheme.
-    pub const ALL: [Scheme; 6] =
-        [Scheme::Md5, Scheme::Sha1, Scheme::Sha224, Scheme::Sha256, Scheme::Sha384, Scheme::Sha512];
+    pub const ALL: [Scheme; 6] = [
+        Scheme::Md5,
+        Scheme::Sha1,
+        Scheme::Sha224,
+        Scheme::Sha256,
+        Scheme::Sha384,
+        Scheme::Sha512,
+    ];
 
     /// Parses a `signature_scheme` value such as `hmac-sha256`.
     pub fn parse(name: &str) -> Result<Scheme> {
@@ -103,7 +109,10 @@ impl Key {
     pub fn generate() -> Result<Key> {
         let mut raw = Zeroizing::new([0u8; 32]);
         getrandom::fill(raw.as_mut()).map_err(|e| {
-            crate::Error::new(ErrorKind::InvalidConnectionInfo, format!("OS random source failed: {e}"))
+            crate::Error::new(
+                ErrorKind::InvalidConnectionInfo,
+                format!("OS random source failed: {e}"),
+            )
         })?;
         let mut text = Zeroizing::new(vec![0u8; 64]);
         hex::encode_to_slice(raw.as_ref(), text.as_mut_slice()).map_err(|_| {
@@ -198,7 +207,14 @@ impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
             .field("scheme", &self.scheme)
-            .field("key", &if self.keyed.is_some() { "<redacted>" } else { "<none>" })
+            .field(
+                "key",
+                &if self.keyed.is_some() {
+                    "<redacted>"
+                } else {
+                    "<none>"
+                },
+            )
             .finish()
     }
 }
@@ -222,13 +238,19 @@ impl Signer {
             Scheme::Sha384 => Keyed::Sha384(keyed(k)?),
             Scheme::Sha512 => Keyed::Sha512(keyed(k)?),
         };
-        Ok(Signer { scheme, keyed: Some(keyed) })
+        Ok(Signer {
+            scheme,
+            keyed: Some(keyed),
+        })
     }
 
     /// A signer that produces empty signatures and accepts any. Only for callers that explicitly
     /// opted into jupyter's "empty key" mode; every message is then forgeable.
     pub fn unauthenticated() -> Signer {
-        Signer { scheme: Scheme::Sha256, keyed: None }
+        Signer {
+            scheme: Scheme::Sha256,
+            keyed: None,
+        }
     }
 
     /// Whether messages are authenticated.
@@ -252,7 +274,10 @@ impl Signer {
             Keyed::Sha384(m) => mac_parts(m, parts, &mut bytes),
             Keyed::Sha512(m) => mac_parts(m, parts, &mut bytes),
         };
-        Some(Digest { bytes, len: u8::try_from(len).unwrap_or(0) })
+        Some(Digest {
+            bytes,
+            len: u8::try_from(len).unwrap_or(0),
+        })
     }
 
     /// The signature frame for the four signed parts: lowercase hex, or empty when unauthenticated.
@@ -297,7 +322,10 @@ impl Signer {
         if bool::from(hex_slice.ct_eq(signature)) {
             Ok(Some(expected))
         } else {
-            err(ErrorKind::BadSignature, "signature does not match the message")
+            err(
+                ErrorKind::BadSignature,
+                "signature does not match the message",
+            )
         }
     }
 }

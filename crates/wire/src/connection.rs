@@ -36,7 +36,10 @@ impl Transport {
         match s {
             "tcp" => Ok(Transport::Tcp),
             "ipc" => Ok(Transport::Ipc),
-            _ => err(ErrorKind::InvalidConnectionInfo, "transport must be \"tcp\" or \"ipc\""),
+            _ => err(
+                ErrorKind::InvalidConnectionInfo,
+                "transport must be \"tcp\" or \"ipc\"",
+            ),
         }
     }
 }
@@ -87,7 +90,10 @@ impl fmt::Debug for ConnectionInfo {
             .field("key", &"<redacted>")
             .field("kernel_name", &self.kernel_name)
             .field("curve_publickey", &self.curve_publickey)
-            .field("curve_secretkey", &self.curve_secretkey.as_ref().map(|_| "<redacted>"))
+            .field(
+                "curve_secretkey",
+                &self.curve_secretkey.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -153,7 +159,10 @@ impl ConnectionInfo {
         let raw: RawConnectionInfo = serde_json::from_slice(bytes).map_err(|e| {
             // serde_json errors cite a position and the expected type, never the value itself
             // for the string fields we read, so the key cannot leak through them.
-            Error::new(ErrorKind::InvalidConnectionInfo, format!("connection file: {}", scrub(&e)))
+            Error::new(
+                ErrorKind::InvalidConnectionInfo,
+                format!("connection file: {}", scrub(&e)),
+            )
         })?;
         let info = ConnectionInfo {
             shell_port: raw.shell_port,
@@ -167,7 +176,10 @@ impl ConnectionInfo {
             key: Key::new(raw.key.into_bytes()),
             kernel_name: raw.kernel_name,
             curve_publickey: raw.curve_publickey.filter(|s| !s.is_empty()),
-            curve_secretkey: raw.curve_secretkey.filter(|s| !s.is_empty()).map(|s| Key::new(s.into_bytes())),
+            curve_secretkey: raw
+                .curve_secretkey
+                .filter(|s| !s.is_empty())
+                .map(|s| Key::new(s.into_bytes())),
             extra: raw.extra,
         };
         info.validate()?;
@@ -190,12 +202,18 @@ impl ConnectionInfo {
         }
         if let Some(pk) = &self.curve_publickey {
             if pk.len() != 40 {
-                return err(ErrorKind::InvalidConnectionInfo, "curve_publickey is not 40 Z85 characters");
+                return err(
+                    ErrorKind::InvalidConnectionInfo,
+                    "curve_publickey is not 40 Z85 characters",
+                );
             }
         }
         if let Some(sk) = &self.curve_secretkey {
             if sk.expose().len() != 40 {
-                return err(ErrorKind::InvalidConnectionInfo, "curve_secretkey is not 40 Z85 characters");
+                return err(
+                    ErrorKind::InvalidConnectionInfo,
+                    "curve_secretkey is not 40 Z85 characters",
+                );
             }
         }
         Ok(())
@@ -205,7 +223,10 @@ impl ConnectionInfo {
     pub fn validate_for_connect(&self) -> Result<()> {
         self.validate()?;
         if let Some((ch, _)) = self.ports().iter().find(|(_, p)| *p == 0) {
-            return err(ErrorKind::InvalidConnectionInfo, format!("{} port is 0", ch.name()));
+            return err(
+                ErrorKind::InvalidConnectionInfo,
+                format!("{} port is 0", ch.name()),
+            );
         }
         Ok(())
     }
@@ -223,7 +244,11 @@ impl ConnectionInfo {
 
     /// The port of `channel`.
     pub fn port(&self, channel: Channel) -> u16 {
-        self.ports().iter().find(|(c, _)| *c == channel).map(|(_, p)| *p).unwrap_or(0)
+        self.ports()
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map(|(_, p)| *p)
+            .unwrap_or(0)
     }
 
     /// Sets the port of `channel`.
@@ -262,7 +287,12 @@ impl ConnectionInfo {
         put("control_port", self.control_port.into());
         put("hb_port", self.hb_port.into());
         put("ip", self.ip.clone().into());
-        put("key", String::from_utf8_lossy(self.key.expose()).into_owned().into());
+        put(
+            "key",
+            String::from_utf8_lossy(self.key.expose())
+                .into_owned()
+                .into(),
+        );
         put("transport", self.transport.name().into());
         put("signature_scheme", self.signature_scheme.name().into());
         put("kernel_name", self.kernel_name.clone().into());
@@ -270,7 +300,10 @@ impl ConnectionInfo {
             put("curve_publickey", pk.clone().into());
         }
         if let Some(sk) = &self.curve_secretkey {
-            put("curve_secretkey", String::from_utf8_lossy(sk.expose()).into_owned().into());
+            put(
+                "curve_secretkey",
+                String::from_utf8_lossy(sk.expose()).into_owned().into(),
+            );
         }
         for (k, v) in &self.extra {
             m.entry(k.clone()).or_insert_with(|| v.clone());
@@ -294,7 +327,9 @@ pub fn tcp_wildcard_endpoint(ip: &str) -> String {
 
 fn endpoint_with(transport: Transport, ip: &str, port: &dyn fmt::Display) -> String {
     match transport {
-        Transport::Tcp if ip.contains(':') && !ip.starts_with('[') => format!("tcp://[{ip}]:{port}"),
+        Transport::Tcp if ip.contains(':') && !ip.starts_with('[') => {
+            format!("tcp://[{ip}]:{port}")
+        }
         Transport::Tcp => format!("tcp://{ip}:{port}"),
         Transport::Ipc => format!("ipc://{ip}-{port}"),
     }
@@ -304,7 +339,12 @@ fn endpoint_with(transport: Transport, ip: &str, port: &dyn fmt::Display) -> Str
 fn scrub(e: &serde_json::Error) -> String {
     let msg = e.to_string();
     match msg.find(['"', '`']) {
-        Some(_) => format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
+        Some(_) => format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ),
         None => msg,
     }
 }

@@ -411,15 +411,32 @@ content!(
 pub fn channel_of(msg_type: &str) -> Option<crate::Channel> {
     use crate::Channel::*;
     Some(match msg_type {
-        "execute_request" | "execute_reply" | "inspect_request" | "inspect_reply"
-        | "complete_request" | "complete_reply" | "is_complete_request" | "is_complete_reply"
-        | "history_request" | "history_reply" | "comm_info_request" | "comm_info_reply"
-        | "kernel_info_request" | "kernel_info_reply" => Shell,
+        "execute_request"
+        | "execute_reply"
+        | "inspect_request"
+        | "inspect_reply"
+        | "complete_request"
+        | "complete_reply"
+        | "is_complete_request"
+        | "is_complete_reply"
+        | "history_request"
+        | "history_reply"
+        | "comm_info_request"
+        | "comm_info_reply"
+        | "kernel_info_request"
+        | "kernel_info_reply" => Shell,
         "shutdown_request" | "shutdown_reply" | "interrupt_request" | "interrupt_reply"
         | "debug_request" | "debug_reply" => Control,
         "input_request" | "input_reply" => Stdin,
-        "status" | "stream" | "display_data" | "update_display_data" | "execute_input"
-        | "execute_result" | "error" | "clear_output" | "debug_event" => IoPub,
+        "status"
+        | "stream"
+        | "display_data"
+        | "update_display_data"
+        | "execute_input"
+        | "execute_result"
+        | "error"
+        | "clear_output"
+        | "debug_event" => IoPub,
         "comm_open" | "comm_msg" | "comm_close" => Shell,
         _ => return None,
     })

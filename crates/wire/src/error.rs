@@ -122,7 +122,10 @@ pub struct Error {
 impl Error {
     /// Builds an error. `detail` must never contain key material.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Error { kind, detail: detail.into() }
+        Error {
+            kind,
+            detail: detail.into(),
+        }
     }
 
     /// The kind of failure.

@@ -42,12 +42,20 @@ impl Layout {
 
     /// The signature frame.
     pub fn signature<'a, B: AsRef<[u8]>>(&self, frames: &'a [B]) -> &'a [u8] {
-        frames.get(self.delimiter + 1).map(AsRef::as_ref).unwrap_or(&[])
+        frames
+            .get(self.delimiter + 1)
+            .map(AsRef::as_ref)
+            .unwrap_or(&[])
     }
 
     /// Header, parent_header, metadata and content, in signing order.
     pub fn signed<'a, B: AsRef<[u8]>>(&self, frames: &'a [B]) -> [&'a [u8]; 4] {
-        let at = |i: usize| frames.get(self.delimiter + 2 + i).map(AsRef::as_ref).unwrap_or(&[]);
+        let at = |i: usize| {
+            frames
+                .get(self.delimiter + 2 + i)
+                .map(AsRef::as_ref)
+                .unwrap_or(&[])
+        };
         [at(0), at(1), at(2), at(3)]
     }
 
@@ -75,10 +83,12 @@ impl FrameParts<'_> {
     /// would take for the delimiter.
     pub fn to_frames(&self) -> Result<Vec<Vec<u8>>> {
         if self.identities.iter().any(|id| id.as_slice() == DELIMITER) {
-            return err(ErrorKind::MalformedFrames, "an identity equals the <IDS|MSG> delimiter");
+            return err(
+                ErrorKind::MalformedFrames,
+                "an identity equals the <IDS|MSG> delimiter",
+            );
         }
-        let mut frames =
-            Vec::with_capacity(self.identities.len() + 6 + self.buffers.len());
+        let mut frames = Vec::with_capacity(self.identities.len() + 6 + self.buffers.len());
         frames.extend(self.identities.iter().cloned());
         frames.push(DELIMITER.to_vec());
         frames.push(self.signature.to_vec());

@@ -16,7 +16,11 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -24,7 +28,11 @@ impl Formatter for PythonFormatter {
         }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -52,7 +60,11 @@ pub fn python_float_repr(value: f64) -> String {
         return "NaN".into();
     }
     if value.is_infinite() {
-        return if value > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if value > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     // Rust's `{:e}` yields the shortest round-trip digits, e.g. "-1.2345e-5".
     let sci = format!("{value:e}");
@@ -90,7 +102,11 @@ pub fn python_float_repr(value: f64) -> String {
             out.push('.');
             out.push_str(rest);
         }
-        out.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.unsigned_abs()));
+        out.push_str(&format!(
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.unsigned_abs()
+        ));
     }
     out
 }
@@ -100,7 +116,9 @@ pub fn python_float_repr(value: f64) -> String {
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(128);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    value.serialize(&mut ser).map_err(|e| Error::new(ErrorKind::Encode, e.to_string()))?;
+    value
+        .serialize(&mut ser)
+        .map_err(|e| Error::new(ErrorKind::Encode, e.to_string()))?;
     Ok(out)
 }
 
@@ -132,6 +150,9 @@ mod tests {
     #[test]
     fn separators_match_python() {
         let v = serde_json::json!({"a": [1, 2.0, "x"], "b": {}});
-        assert_eq!(to_vec(&v).ok(), Some(br#"{"a": [1, 2.0, "x"], "b": {}}"#.to_vec()));
+        assert_eq!(
+            to_vec(&v).ok(),
+            Some(br#"{"a": [1, 2.0, "x"], "b": {}}"#.to_vec())
+        );
     }
 }

@@ -118,7 +118,9 @@ fn substitute(arg: &str, vars: &ArgvVars<'_>) -> String {
 /// Whether `name` is a valid kernelspec name (`^[a-z0-9._-]+$`, case-insensitive as jupyter).
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The environment the search path depends on, given explicitly so the rules stay pure.
@@ -146,7 +148,11 @@ impl PathEnv {
         if let Some(d) = &self.jupyter_data_dir {
             return Some(d.clone());
         }
-        if let Some(x) = self.xdg_data_home.as_ref().filter(|x| !x.as_os_str().is_empty()) {
+        if let Some(x) = self
+            .xdg_data_home
+            .as_ref()
+            .filter(|x| !x.as_os_str().is_empty())
+        {
             return Some(x.join("jupyter"));
         }
         self.home.as_ref().map(|h| h.join(".local/share/jupyter"))
@@ -162,7 +168,11 @@ pub fn jupyter_path(env: &PathEnv) -> Vec<PathBuf> {
     }
     let user = env.user_data_dir();
     let prefix = env.env_prefix.as_ref().map(|p| p.join("share/jupyter"));
-    let (first, second) = if env.prefer_env { (prefix, user) } else { (user, prefix) };
+    let (first, second) = if env.prefer_env {
+        (prefix, user)
+    } else {
+        (user, prefix)
+    };
     dirs.extend(first);
     dirs.extend(second);
     dirs.push(PathBuf::from("/usr/local/share/jupyter"));
@@ -174,7 +184,10 @@ pub fn jupyter_path(env: &PathEnv) -> Vec<PathBuf> {
 
 /// The directories holding kernelspecs (`<data dir>/kernels`), in priority order.
 pub fn search_dirs(env: &PathEnv) -> Vec<PathBuf> {
-    jupyter_path(env).into_iter().map(|d| d.join("kernels")).collect()
+    jupyter_path(env)
+        .into_iter()
+        .map(|d| d.join("kernels"))
+        .collect()
 }
 
 /// Picks, for each valid kernel name, the first directory (in priority order) that has it.
@@ -185,7 +198,9 @@ pub fn resolve(listings: &[(PathBuf, Vec<String>)]) -> BTreeMap<String, PathBuf>
     for (dir, names) in listings {
         for name in names {
             if is_valid_name(name) {
-                found.entry(name.to_lowercase()).or_insert_with(|| dir.join(name));
+                found
+                    .entry(name.to_lowercase())
+                    .or_insert_with(|| dir.join(name));
             }
         }
     }

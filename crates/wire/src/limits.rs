@@ -16,7 +16,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frames: 1024, max_frame_bytes: 64 << 20, max_total_bytes: 128 << 20 }
+        Limits {
+            max_frames: 1024,
+            max_frame_bytes: 64 << 20,
+            max_total_bytes: 128 << 20,
+        }
     }
 }
 
@@ -26,7 +30,11 @@ impl Limits {
         if frames.len() > self.max_frames {
             return err(
                 ErrorKind::TooLarge,
-                format!("{} frames exceed the limit of {}", frames.len(), self.max_frames),
+                format!(
+                    "{} frames exceed the limit of {}",
+                    frames.len(),
+                    self.max_frames
+                ),
             );
         }
         let mut total: usize = 0;
@@ -35,7 +43,10 @@ impl Limits {
             if len > self.max_frame_bytes {
                 return err(
                     ErrorKind::TooLarge,
-                    format!("a frame of {len} bytes exceeds the limit of {}", self.max_frame_bytes),
+                    format!(
+                        "a frame of {len} bytes exceeds the limit of {}",
+                        self.max_frame_bytes
+                    ),
                 );
             }
             total = total.saturating_add(len);
@@ -43,7 +54,10 @@ impl Limits {
         if total > self.max_total_bytes {
             return err(
                 ErrorKind::TooLarge,
-                format!("{total} bytes exceed the message limit of {}", self.max_total_bytes),
+                format!(
+                    "{total} bytes exceed the message limit of {}",
+                    self.max_total_bytes
+                ),
             );
         }
         Ok(())

@@ -101,7 +101,10 @@ pub fn parse_date(text: &str) -> Result<DateTime<Utc>> {
         }
     }
     let shown: String = text.chars().take(40).collect();
-    err(ErrorKind::InvalidHeader, format!("header date {shown:?} is not an ISO 8601 timestamp"))
+    err(
+        ErrorKind::InvalidHeader,
+        format!("header date {shown:?} is not an ISO 8601 timestamp"),
+    )
 }
 
 impl Serialize for Header {
@@ -194,13 +197,19 @@ impl Message {
     /// The content decoded as a typed struct from [`crate::content`].
     pub fn content_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         T::deserialize(&self.content).map_err(|e| {
-            crate::Error::new(ErrorKind::InvalidContent, format!("{}: {e}", self.header.msg_type))
+            crate::Error::new(
+                ErrorKind::InvalidContent,
+                format!("{}: {e}", self.header.msg_type),
+            )
         })
     }
 
     /// The id of the parent message, or "" when there is none.
     pub fn parent_msg_id(&self) -> &str {
-        self.parent_header.as_ref().map(|p| p.msg_id.as_str()).unwrap_or("")
+        self.parent_header
+            .as_ref()
+            .map(|p| p.msg_id.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -213,16 +222,20 @@ pub(crate) fn decode_parent(bytes: &[u8]) -> Result<Option<Header>> {
     let value: Value = decode_json(bytes, "parent_header")?;
     match &value {
         Value::Object(m) if m.is_empty() => Ok(None),
-        Value::Object(_) => Header::deserialize(value)
-            .map(Some)
-            .map_err(|e| crate::Error::new(ErrorKind::InvalidHeader, format!("parent_header: {e}"))),
+        Value::Object(_) => Header::deserialize(value).map(Some).map_err(|e| {
+            crate::Error::new(ErrorKind::InvalidHeader, format!("parent_header: {e}"))
+        }),
         _ => err(ErrorKind::InvalidJson, "parent_header is not a JSON object"),
     }
 }
 
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header> {
     serde_json::from_slice::<Header>(bytes).map_err(|e| {
-        let kind = if e.is_data() { ErrorKind::InvalidHeader } else { ErrorKind::InvalidJson };
+        let kind = if e.is_data() {
+            ErrorKind::InvalidHeader
+        } else {
+            ErrorKind::InvalidJson
+        };
         crate::Error::new(kind, format!("header: {e}"))
     })
 }

@@ -48,7 +48,10 @@ impl Rejections {
 
     /// How many messages of `kind` were refused.
     pub fn count(&self, kind: ErrorKind) -> u64 {
-        self.counts.get(kind.index()).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0)
+        self.counts
+            .get(kind.index())
+            .map(|c| c.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     /// Total refused messages.
@@ -58,7 +61,11 @@ impl Rejections {
 
     /// The kinds with a non-zero count, in declaration order.
     pub fn snapshot(&self) -> Vec<(ErrorKind, u64)> {
-        ErrorKind::ALL.iter().map(|k| (*k, self.count(*k))).filter(|(_, n)| *n > 0).collect()
+        ErrorKind::ALL
+            .iter()
+            .map(|k| (*k, self.count(*k)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }
 
@@ -74,6 +81,9 @@ mod tests {
         assert_eq!(r.record(ErrorKind::Replayed), None);
         assert_eq!(r.count(ErrorKind::BadSignature), 2);
         assert_eq!(r.total(), 3);
-        assert_eq!(r.snapshot(), vec![(ErrorKind::BadSignature, 2), (ErrorKind::Replayed, 1)]);
+        assert_eq!(
+            r.snapshot(),
+            vec![(ErrorKind::BadSignature, 2), (ErrorKind::Replayed, 1)]
+        );
     }
 }

@@ -91,7 +91,12 @@ fn chrono_duration(d: Duration) -> chrono::TimeDelta {
 impl ReplayGuard {
     /// A guard for a session that started at `started` (the kernel's or client's creation time).
     pub fn new(config: ReplayConfig, started: DateTime<Utc>) -> ReplayGuard {
-        ReplayGuard { config, started, seen: HashSet::default(), expiries: VecDeque::new() }
+        ReplayGuard {
+            config,
+            started,
+            seen: HashSet::default(),
+            expiries: VecDeque::new(),
+        }
     }
 
     /// The configuration in force.
@@ -113,14 +118,36 @@ impl ReplayGuard {
     pub fn check_fresh(&self, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
         let skew = chrono_duration(self.config.clock_skew);
         let window = chrono_duration(self.config.window);
-        if date > now.checked_add_signed(skew).unwrap_or(DateTime::<Utc>::MAX_UTC) {
-            return err(ErrorKind::FutureDated, "message is dated beyond the clock-skew allowance");
+        if date
+            > now
+                .checked_add_signed(skew)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        {
+            return err(
+                ErrorKind::FutureDated,
+                "message is dated beyond the clock-skew allowance",
+            );
         }
-        if date < now.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC) {
-            return err(ErrorKind::Stale, "message is older than the freshness window");
+        if date
+            < now
+                .checked_sub_signed(window)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        {
+            return err(
+                ErrorKind::Stale,
+                "message is older than the freshness window",
+            );
         }
-        if date < self.started.checked_sub_signed(skew).unwrap_or(DateTime::<Utc>::MIN_UTC) {
-            return err(ErrorKind::Stale, "message is dated before this session started");
+        if date
+            < self
+                .started
+                .checked_sub_signed(skew)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        {
+            return err(
+                ErrorKind::Stale,
+                "message is dated before this session started",
+            );
         }
         Ok(())
     }
@@ -136,11 +163,16 @@ impl ReplayGuard {
         if self.seen.len() >= self.config.max_entries {
             return err(
                 ErrorKind::ReplayCacheFull,
-                format!("replay history holds {} digests, its cap", self.config.max_entries),
+                format!(
+                    "replay history holds {} digests, its cap",
+                    self.config.max_entries
+                ),
             );
         }
         let keep = chrono_duration(self.config.window + self.config.clock_skew);
-        let expiry = now.checked_add_signed(keep).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let expiry = now
+            .checked_add_signed(keep)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         self.seen.insert(key);
         self.expiries.push_back((expiry.timestamp_micros(), key));
         Ok(())

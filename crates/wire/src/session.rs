@@ -92,7 +92,9 @@ impl Session {
         Session {
             signer,
             limits: config.limits,
-            replay: config.replay.map(|c| Arc::new(Mutex::new(ReplayGuard::new(c, started)))),
+            replay: config
+                .replay
+                .map(|c| Arc::new(Mutex::new(ReplayGuard::new(c, started)))),
             session_id: config.session_id.into(),
             username: config.username.into(),
         }
@@ -117,13 +119,23 @@ impl Session {
     pub fn authenticate(&self, frames: Vec<Vec<u8>>) -> Result<Authentic> {
         self.limits.check(&frames)?;
         let layout = Layout::of(&frames)?;
-        let digest = self.signer.verify(layout.signature(&frames), &layout.signed(&frames))?;
-        Ok(Authentic { frames, layout, digest })
+        let digest = self
+            .signer
+            .verify(layout.signature(&frames), &layout.signed(&frames))?;
+        Ok(Authentic {
+            frames,
+            layout,
+            digest,
+        })
     }
 
     /// Parses an authentic message and admits it once (freshness and replay), at time `now`.
     pub fn admit(&self, authentic: Authentic, now: DateTime<Utc>) -> Result<Verified<Message>> {
-        let Authentic { mut frames, layout, digest } = authentic;
+        let Authentic {
+            mut frames,
+            layout,
+            digest,
+        } = authentic;
         let [h, p, m, c] = layout.signed(&frames);
         let header = message::decode_header(h)?;
         let parent_header = message::decode_parent(p)?;
@@ -131,12 +143,21 @@ impl Session {
         let content: Value = message::decode_json(c, "content")?;
         if let (Some(guard), Some(digest)) = (&self.replay, digest) {
             let date = header.parsed_date()?;
-            let mut guard = guard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = guard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             guard.admit(digest, date, now)?;
         }
         let buffers = frames.split_off(layout.buffers_start().min(frames.len()));
         frames.truncate(layout.delimiter);
-        Ok(Verified(Message { identities: frames, header, parent_header, metadata, content, buffers }))
+        Ok(Verified(Message {
+            identities: frames,
+            header,
+            parent_header,
+            metadata,
+            content,
+            buffers,
+        }))
     }
 
     /// [`Session::authenticate`] then [`Session::admit`] at the current time.
@@ -181,14 +202,25 @@ impl Session {
     /// Serializes and signs `msg` into multipart frames.
     pub fn encode(&self, msg: &Message) -> Result<Vec<Vec<u8>>> {
         let [header, parent, metadata, content] = serialize_parts(msg)?;
-        self.sign_frames(&msg.identities, [&header, &parent, &metadata, &content], &msg.buffers)
+        self.sign_frames(
+            &msg.identities,
+            [&header, &parent, &metadata, &content],
+            &msg.buffers,
+        )
     }
 
     /// Like [`Session::encode`] but consumes `msg`, moving identities and buffers into the frames
     /// instead of copying them (a 1 MiB buffer costs nothing extra).
     pub fn encode_owned(&self, msg: Message) -> Result<Vec<Vec<u8>>> {
-        if msg.identities.iter().any(|id| id.as_slice() == crate::frames::DELIMITER) {
-            return Err(crate::Error::new(ErrorKind::MalformedFrames, "an identity equals the <IDS|MSG> delimiter"));
+        if msg
+            .identities
+            .iter()
+            .any(|id| id.as_slice() == crate::frames::DELIMITER)
+        {
+            return Err(crate::Error::new(
+                ErrorKind::MalformedFrames,
+                "an identity equals the <IDS|MSG> delimiter",
+            ));
         }
         let [header, parent, metadata, content] = serialize_parts(&msg)?;
         let signature = self.signer.sign(&[&header, &parent, &metadata, &content]);
@@ -209,7 +241,13 @@ impl Session {
         buffers: &[Vec<u8>],
     ) -> Result<Vec<Vec<u8>>> {
         let signature = self.signer.sign(&signed);
-        FrameParts { identities, signature: &signature, signed, buffers }.to_frames()
+        FrameParts {
+            identities,
+            signature: &signature,
+            signed,
+            buffers,
+        }
+        .to_frames()
     }
 
     /// Number of digests in the replay history (0 when replay protection is off).
@@ -247,6 +285,12 @@ pub fn decode_unverified(frames: Vec<Vec<u8>>, limits: &Limits) -> Result<Messag
         session_id: "".into(),
         username: "".into(),
     };
-    let authentic = Authentic { frames, layout, digest: None };
-    session.admit(authentic, Utc::now()).map(Verified::into_inner)
+    let authentic = Authentic {
+        frames,
+        layout,
+        digest: None,
+    };
+    session
+        .admit(authentic, Utc::now())
+        .map(Verified::into_inner)
 }

@@ -50,10 +50,16 @@ pub fn decode_v1(bytes: &[u8], max_parts: usize) -> Result<WsParts> {
     let count = read_offset(bytes, 0, Endian::LittleU64)?;
     // count offsets delimit count-1 items: channel + 4 parts at least.
     if count < 6 {
-        return err(ErrorKind::MalformedFrames, format!("v1 frame has {count} offsets, needs 6"));
+        return err(
+            ErrorKind::MalformedFrames,
+            format!("v1 frame has {count} offsets, needs 6"),
+        );
     }
     if count - 1 > max_parts {
-        return err(ErrorKind::TooLarge, format!("v1 frame has {} parts", count - 1));
+        return err(
+            ErrorKind::TooLarge,
+            format!("v1 frame has {} parts", count - 1),
+        );
     }
     let offsets = (0..count)
         .map(|i| read_offset(bytes, i + 1, Endian::LittleU64))
@@ -65,7 +71,11 @@ pub fn decode_v1(bytes: &[u8], max_parts: usize) -> Result<WsParts> {
     for part in parts.iter_mut() {
         *part = items.next().unwrap_or_default();
     }
-    Ok(WsParts { channel, parts, buffers: items.collect() })
+    Ok(WsParts {
+        channel,
+        parts,
+        buffers: items.collect(),
+    })
 }
 
 /// The integer encodings of the two framings' offset tables.
@@ -84,9 +94,12 @@ fn read_offset(bytes: &[u8], index: usize, endian: Endian) -> Result<usize> {
         Endian::BigU32 => 4,
     };
     let at = index.saturating_mul(width);
-    let slice = bytes
-        .get(at..at.saturating_add(width))
-        .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "frame truncated in its offset table"))?;
+    let slice = bytes.get(at..at.saturating_add(width)).ok_or_else(|| {
+        crate::Error::new(
+            ErrorKind::MalformedFrames,
+            "frame truncated in its offset table",
+        )
+    })?;
     let value = match endian {
         Endian::LittleU64 => {
             let mut b = [0u8; 8];
@@ -99,7 +112,8 @@ fn read_offset(bytes: &[u8], index: usize, endian: Endian) -> Result<usize> {
             u64::from(u32::from_be_bytes(b))
         }
     };
-    usize::try_from(value).map_err(|_| crate::Error::new(ErrorKind::MalformedFrames, "offset too large"))
+    usize::try_from(value)
+        .map_err(|_| crate::Error::new(ErrorKind::MalformedFrames, "offset too large"))
 }
 
 /// The byte ranges between consecutive `offsets`, each bounds-checked.
@@ -111,10 +125,9 @@ fn between(bytes: &[u8], offsets: &[usize]) -> Result<Vec<Vec<u8>>> {
                 [s, e] => (*s, *e),
                 _ => return err(ErrorKind::MalformedFrames, "offsets"),
             };
-            bytes
-                .get(start..end)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| crate::Error::new(ErrorKind::MalformedFrames, "offsets out of range"))
+            bytes.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
+                crate::Error::new(ErrorKind::MalformedFrames, "offsets out of range")
+            })
         })
         .collect()
 }
@@ -146,7 +159,10 @@ pub fn decode_legacy_binary(bytes: &[u8], max_parts: usize) -> Result<(Vec<u8>, 
         return err(ErrorKind::MalformedFrames, "binary frame has no parts");
     }
     if nbufs > max_parts {
-        return err(ErrorKind::TooLarge, format!("binary frame has {nbufs} parts"));
+        return err(
+            ErrorKind::TooLarge,
+            format!("binary frame has {nbufs} parts"),
+        );
     }
     let mut offsets = (0..nbufs)
         .map(|i| read_offset(bytes, i + 1, Endian::BigU32))
@@ -165,7 +181,12 @@ mod tests {
     fn v1_round_trip_and_truncation() {
         let msg = WsParts {
             channel: "shell".into(),
-            parts: [b"{}".to_vec(), b"{}".to_vec(), b"{}".to_vec(), b"{\"a\": 1}".to_vec()],
+            parts: [
+                b"{}".to_vec(),
+                b"{}".to_vec(),
+                b"{}".to_vec(),
+                b"{\"a\": 1}".to_vec(),
+            ],
             buffers: vec![vec![1, 2, 3], vec![]],
         };
         let bytes = encode_v1(&msg);
@@ -179,7 +200,10 @@ mod tests {
     fn legacy_round_trip() {
         let bufs = vec![vec![9u8; 5], vec![7u8; 2]];
         let bytes = encode_legacy_binary(b"{\"x\": 1}", &bufs);
-        assert_eq!(decode_legacy_binary(&bytes, 64), Ok((b"{\"x\": 1}".to_vec(), bufs)));
+        assert_eq!(
+            decode_legacy_binary(&bytes, 64),
+            Ok((b"{\"x\": 1}".to_vec(), bufs))
+        );
         assert!(decode_legacy_binary(&[0, 0, 0, 200], 64).is_err());
     }
 }

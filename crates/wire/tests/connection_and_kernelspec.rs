@@ -1,13 +1,20 @@
 //! Connection files and kernelspecs: files as jupyter_client and ipykernel write them, round
 //! trips, validation errors, argv substitution and the kernelspec search path.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use kernelgate_wire::kernelspec::{is_valid_name, jupyter_path, resolve, search_dirs, ArgvVars, PathEnv};
+use kernelgate_wire::kernelspec::{
+    is_valid_name, jupyter_path, resolve, search_dirs, ArgvVars, PathEnv,
+};
 use kernelgate_wire::{
-    Channel, ConnectionInfo, ErrorKind, InterruptMode, Key, KernelSpec, Scheme, Transport,
+    Channel, ConnectionInfo, ErrorKind, InterruptMode, KernelSpec, Key, Scheme, Transport,
 };
 use serde_json::{json, Value};
 
@@ -43,7 +50,10 @@ fn kind(bytes: &[u8]) -> ErrorKind {
 #[test]
 fn jupyter_client_connection_file_parses_and_round_trips() {
     let info = ConnectionInfo::from_json(&jupyter_file(json!({}))).unwrap();
-    assert_eq!(info.ports().map(|(_, p)| p), [53794, 53795, 53796, 53797, 53798]);
+    assert_eq!(
+        info.ports().map(|(_, p)| p),
+        [53794, 53795, 53796, 53797, 53798]
+    );
     assert_eq!(info.transport, Transport::Tcp);
     assert_eq!(info.signature_scheme, Scheme::Sha256);
     assert_eq!(info.key.expose(), KEY.as_bytes());
@@ -65,34 +75,50 @@ fn jupyter_client_connection_file_parses_and_round_trips() {
 
 #[test]
 fn curve_keys_are_read_round_tripped_and_never_printed() {
-    let bytes = jupyter_file(json!({"curve_publickey": CURVE_PUBLIC, "curve_secretkey": CURVE_SECRET}));
+    let bytes =
+        jupyter_file(json!({"curve_publickey": CURVE_PUBLIC, "curve_secretkey": CURVE_SECRET}));
     let info = ConnectionInfo::from_json(&bytes).unwrap();
     assert_eq!(info.curve_publickey.as_deref(), Some(CURVE_PUBLIC));
-    assert_eq!(info.curve_secretkey.as_ref().unwrap().expose(), CURVE_SECRET.as_bytes());
-    assert_eq!(ConnectionInfo::from_json(&info.to_json_with_secrets()).unwrap(), info);
+    assert_eq!(
+        info.curve_secretkey.as_ref().unwrap().expose(),
+        CURVE_SECRET.as_bytes()
+    );
+    assert_eq!(
+        ConnectionInfo::from_json(&info.to_json_with_secrets()).unwrap(),
+        info
+    );
     let debug = format!("{info:?}");
     assert!(debug.contains(CURVE_PUBLIC));
     assert!(!debug.contains(CURVE_SECRET), "{debug}");
     assert!(!debug.contains(KEY), "{debug}");
     // Empty CURVE fields mean no CURVE.
-    let info =
-        ConnectionInfo::from_json(&jupyter_file(json!({"curve_publickey": "", "curve_secretkey": ""})))
-            .unwrap();
+    let info = ConnectionInfo::from_json(&jupyter_file(
+        json!({"curve_publickey": "", "curve_secretkey": ""}),
+    ))
+    .unwrap();
     assert!(info.curve_publickey.is_none() && info.curve_secretkey.is_none());
 }
 
 #[test]
 fn ipc_transport_endpoints_are_ip_dash_port() {
-    let bytes = jupyter_file(json!({"transport": "ipc", "ip": "/tmp/kernel-7f3c", "shell_port": 1,
-        "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}));
+    let bytes = jupyter_file(
+        json!({"transport": "ipc", "ip": "/tmp/kernel-7f3c", "shell_port": 1,
+        "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}),
+    );
     let info = ConnectionInfo::from_json(&bytes).unwrap();
     assert_eq!(info.transport, Transport::Ipc);
     assert_eq!(info.endpoint(Channel::Shell), "ipc:///tmp/kernel-7f3c-1");
     assert_eq!(info.endpoint(Channel::IoPub), "ipc:///tmp/kernel-7f3c-2");
     assert_eq!(info.endpoint(Channel::Stdin), "ipc:///tmp/kernel-7f3c-3");
     assert_eq!(info.endpoint(Channel::Control), "ipc:///tmp/kernel-7f3c-4");
-    assert_eq!(info.endpoint(Channel::Heartbeat), "ipc:///tmp/kernel-7f3c-5");
-    assert_eq!(ConnectionInfo::from_json(&info.to_json_with_secrets()).unwrap(), info);
+    assert_eq!(
+        info.endpoint(Channel::Heartbeat),
+        "ipc:///tmp/kernel-7f3c-5"
+    );
+    assert_eq!(
+        ConnectionInfo::from_json(&info.to_json_with_secrets()).unwrap(),
+        info
+    );
 }
 
 #[test]
@@ -115,7 +141,8 @@ fn unknown_fields_survive_and_defaults_apply() {
     assert_eq!(again["n"], 1.5);
 
     // Only the ports are required: ip, transport and scheme have jupyter's defaults.
-    let minimal = br#"{"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}"#;
+    let minimal =
+        br#"{"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}"#;
     let info = ConnectionInfo::from_json(minimal).unwrap();
     assert_eq!(info.ip, "127.0.0.1");
     assert_eq!(info.transport, Transport::Tcp);
@@ -129,7 +156,8 @@ fn unknown_fields_survive_and_defaults_apply() {
 fn every_scheme_parses() {
     for scheme in Scheme::ALL {
         let info =
-            ConnectionInfo::from_json(&jupyter_file(json!({"signature_scheme": scheme.name()}))).unwrap();
+            ConnectionInfo::from_json(&jupyter_file(json!({"signature_scheme": scheme.name()})))
+                .unwrap();
         assert_eq!(info.signature_scheme, scheme);
     }
 }
@@ -137,37 +165,76 @@ fn every_scheme_parses() {
 #[test]
 fn validation_errors() {
     // Two channels on one port.
-    assert_eq!(kind(&jupyter_file(json!({"hb_port": 53794}))), ErrorKind::InvalidConnectionInfo);
+    assert_eq!(
+        kind(&jupyter_file(json!({"hb_port": 53794}))),
+        ErrorKind::InvalidConnectionInfo
+    );
     // ... but unassigned (0) ports may repeat until the kernel picks them.
     let unassigned = jupyter_file(json!({"shell_port": 0, "iopub_port": 0, "stdin_port": 0,
         "control_port": 0, "hb_port": 0}));
     let info = ConnectionInfo::from_json(&unassigned).unwrap();
     // A client cannot connect to port 0.
-    assert_eq!(info.validate_for_connect().unwrap_err().kind(), ErrorKind::InvalidConnectionInfo);
+    assert_eq!(
+        info.validate_for_connect().unwrap_err().kind(),
+        ErrorKind::InvalidConnectionInfo
+    );
     let one_missing = jupyter_file(json!({"stdin_port": 0}));
-    let err = ConnectionInfo::from_json(&one_missing).unwrap().validate_for_connect().unwrap_err();
+    let err = ConnectionInfo::from_json(&one_missing)
+        .unwrap()
+        .validate_for_connect()
+        .unwrap_err();
     assert!(err.to_string().contains("stdin"), "{err}");
 
     // A port key absent altogether, or out of range.
     let mut v: Value = serde_json::from_slice(&jupyter_file(json!({}))).unwrap();
     v.as_object_mut().unwrap().remove("control_port");
-    assert_eq!(kind(&serde_json::to_vec(&v).unwrap()), ErrorKind::InvalidConnectionInfo);
-    assert_eq!(kind(&jupyter_file(json!({"shell_port": 70000}))), ErrorKind::InvalidConnectionInfo);
-    assert_eq!(kind(&jupyter_file(json!({"shell_port": "53794"}))), ErrorKind::InvalidConnectionInfo);
+    assert_eq!(
+        kind(&serde_json::to_vec(&v).unwrap()),
+        ErrorKind::InvalidConnectionInfo
+    );
+    assert_eq!(
+        kind(&jupyter_file(json!({"shell_port": 70000}))),
+        ErrorKind::InvalidConnectionInfo
+    );
+    assert_eq!(
+        kind(&jupyter_file(json!({"shell_port": "53794"}))),
+        ErrorKind::InvalidConnectionInfo
+    );
 
-    assert_eq!(kind(&jupyter_file(json!({"transport": "udp"}))), ErrorKind::InvalidConnectionInfo);
-    assert_eq!(kind(&jupyter_file(json!({"transport": "TCP"}))), ErrorKind::InvalidConnectionInfo);
-    assert_eq!(kind(&jupyter_file(json!({"signature_scheme": "hmac-sha3"}))), ErrorKind::UnsupportedScheme);
-    assert_eq!(kind(&jupyter_file(json!({"signature_scheme": "sha256"}))), ErrorKind::UnsupportedScheme);
-    assert_eq!(kind(&jupyter_file(json!({"ip": ""}))), ErrorKind::InvalidConnectionInfo);
+    assert_eq!(
+        kind(&jupyter_file(json!({"transport": "udp"}))),
+        ErrorKind::InvalidConnectionInfo
+    );
+    assert_eq!(
+        kind(&jupyter_file(json!({"transport": "TCP"}))),
+        ErrorKind::InvalidConnectionInfo
+    );
+    assert_eq!(
+        kind(&jupyter_file(json!({"signature_scheme": "hmac-sha3"}))),
+        ErrorKind::UnsupportedScheme
+    );
+    assert_eq!(
+        kind(&jupyter_file(json!({"signature_scheme": "sha256"}))),
+        ErrorKind::UnsupportedScheme
+    );
+    assert_eq!(
+        kind(&jupyter_file(json!({"ip": ""}))),
+        ErrorKind::InvalidConnectionInfo
+    );
     assert_eq!(kind(b"not json"), ErrorKind::InvalidConnectionInfo);
     assert_eq!(kind(b"[]"), ErrorKind::InvalidConnectionInfo);
 
     // CURVE keys are 40 Z85 characters.
     let short = &CURVE_PUBLIC[..39];
-    assert_eq!(kind(&jupyter_file(json!({"curve_publickey": short}))), ErrorKind::InvalidConnectionInfo);
+    assert_eq!(
+        kind(&jupyter_file(json!({"curve_publickey": short}))),
+        ErrorKind::InvalidConnectionInfo
+    );
     let long = format!("{CURVE_SECRET}x");
-    assert_eq!(kind(&jupyter_file(json!({"curve_secretkey": long}))), ErrorKind::InvalidConnectionInfo);
+    assert_eq!(
+        kind(&jupyter_file(json!({"curve_secretkey": long}))),
+        ErrorKind::InvalidConnectionInfo
+    );
 }
 
 #[test]
@@ -183,7 +250,10 @@ fn errors_never_show_the_key() {
     for bytes in cases {
         let err = ConnectionInfo::from_json(&bytes).unwrap_err();
         let text = format!("{err} {err:?}");
-        assert!(!text.contains(KEY) && !text.contains("too-short-secret"), "{text}");
+        assert!(
+            !text.contains(KEY) && !text.contains("too-short-secret"),
+            "{text}"
+        );
     }
 }
 
@@ -194,7 +264,11 @@ fn generated_keys_are_64_hex_chars_and_fresh() {
         let key = Key::generate().unwrap();
         let text = std::str::from_utf8(key.expose()).unwrap().to_owned();
         assert_eq!(text.len(), 64);
-        assert!(text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{text}");
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{text}"
+        );
         assert!(seen.insert(text), "Key::generate repeated a key");
     }
     assert_eq!(format!("{:?}", Key::generate().unwrap()), "<redacted>");
@@ -237,7 +311,16 @@ const VARS: ArgvVars<'static> = ArgvVars {
 #[test]
 fn ipykernel_kernel_json_parses() {
     let spec = KernelSpec::from_json(IPYKERNEL_SPEC.as_bytes()).unwrap();
-    assert_eq!(spec.argv, ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]);
+    assert_eq!(
+        spec.argv,
+        [
+            "python",
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}"
+        ]
+    );
     assert_eq!(spec.display_name, "Python 3 (ipykernel)");
     assert_eq!(spec.language, "python");
     assert_eq!(spec.interrupt_mode, InterruptMode::Signal);
@@ -247,10 +330,19 @@ fn ipykernel_kernel_json_parses() {
     assert!(spec.supports_curve());
     assert_eq!(
         spec.command(&VARS),
-        ["python", "-m", "ipykernel_launcher", "-f", "/run/user/1000/jupyter/kernel-1234.json"]
+        [
+            "python",
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "/run/user/1000/jupyter/kernel-1234.json"
+        ]
     );
     // Serializing and parsing again gives the same spec.
-    assert_eq!(KernelSpec::from_json(&serde_json::to_vec(&spec).unwrap()).unwrap(), spec);
+    assert_eq!(
+        KernelSpec::from_json(&serde_json::to_vec(&spec).unwrap()).unwrap(),
+        spec
+    );
 }
 
 #[test]
@@ -262,7 +354,10 @@ fn env_interrupt_mode_and_metadata() {
              "codemirror_mode": {"name": "k"}}"#,
     )
     .unwrap();
-    assert_eq!(spec.env.get("PYTHONUNBUFFERED").map(String::as_str), Some("1"));
+    assert_eq!(
+        spec.env.get("PYTHONUNBUFFERED").map(String::as_str),
+        Some("1")
+    );
     assert_eq!(spec.env.get("K_HOME").map(String::as_str), Some("/opt/k"));
     assert_eq!(spec.interrupt_mode, InterruptMode::Message);
     assert!(spec.supports_curve());
@@ -271,14 +366,18 @@ fn env_interrupt_mode_and_metadata() {
 
     let no_curve = |metadata: Value| {
         let text = json!({"argv": ["k"], "display_name": "K", "metadata": metadata}).to_string();
-        KernelSpec::from_json(text.as_bytes()).unwrap().supports_curve()
+        KernelSpec::from_json(text.as_bytes())
+            .unwrap()
+            .supports_curve()
     };
     assert!(!no_curve(json!({})));
     assert!(!no_curve(json!({"supported_encryption": []})));
     assert!(!no_curve(json!({"supported_encryption": "curve"})));
     assert!(!no_curve(json!({"supported_encryption": ["CURVE"]})));
 
-    let signal = KernelSpec::from_json(br#"{"argv": ["k"], "display_name": "K", "interrupt_mode": "signal"}"#);
+    let signal = KernelSpec::from_json(
+        br#"{"argv": ["k"], "display_name": "K", "interrupt_mode": "signal"}"#,
+    );
     assert_eq!(signal.unwrap().interrupt_mode, InterruptMode::Signal);
 }
 
@@ -295,7 +394,12 @@ fn invalid_kernel_json_is_refused() {
         b"{",
     ] {
         let err = KernelSpec::from_json(bad).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidKernelspec, "{}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidKernelspec,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -330,8 +434,12 @@ fn argv_substitution() {
         ]
     );
     // A substituted value is not itself substituted again.
-    let tricky = ArgvVars { connection_file: "{prefix}", ..VARS };
-    let spec = KernelSpec::from_json(br#"{"display_name": "K", "argv": ["{connection_file}"]}"#).unwrap();
+    let tricky = ArgvVars {
+        connection_file: "{prefix}",
+        ..VARS
+    };
+    let spec =
+        KernelSpec::from_json(br#"{"display_name": "K", "argv": ["{connection_file}"]}"#).unwrap();
     assert_eq!(spec.command(&tricky), ["{prefix}"]);
 }
 
@@ -365,7 +473,10 @@ fn search_dirs_order() {
     );
     // JUPYTER_PREFER_ENV_PATH: the environment before the user directory.
     assert_eq!(
-        paths(&search_dirs(&PathEnv { prefer_env: true, ..env() })),
+        paths(&search_dirs(&PathEnv {
+            prefer_env: true,
+            ..env()
+        })),
         [
             "/a/jp/kernels",
             "/b/jp/kernels",
@@ -380,15 +491,29 @@ fn search_dirs_order() {
 #[test]
 fn search_path_user_dir_rules_and_dedup() {
     // No JUPYTER_PATH, no env: user then system.
-    let bare = PathEnv { jupyter_path: None, env_prefix: None, ..env() };
+    let bare = PathEnv {
+        jupyter_path: None,
+        env_prefix: None,
+        ..env()
+    };
     assert_eq!(
         paths(&jupyter_path(&bare)),
-        ["/home/u/.local/share/jupyter", "/usr/local/share/jupyter", "/usr/share/jupyter"]
+        [
+            "/home/u/.local/share/jupyter",
+            "/usr/local/share/jupyter",
+            "/usr/share/jupyter"
+        ]
     );
     // XDG_DATA_HOME, then JUPYTER_DATA_DIR, take precedence for the user directory.
-    let xdg = PathEnv { xdg_data_home: Some("/x".into()), ..bare.clone() };
+    let xdg = PathEnv {
+        xdg_data_home: Some("/x".into()),
+        ..bare.clone()
+    };
     assert_eq!(paths(&jupyter_path(&xdg))[0], "/x/jupyter");
-    let data = PathEnv { jupyter_data_dir: Some("/d".into()), ..xdg.clone() };
+    let data = PathEnv {
+        jupyter_data_dir: Some("/d".into()),
+        ..xdg.clone()
+    };
     assert_eq!(paths(&jupyter_path(&data))[0], "/d");
     // Empty JUPYTER_PATH entries are ignored; a directory listed twice is searched once, first.
     let dup = PathEnv {
@@ -398,7 +523,12 @@ fn search_path_user_dir_rules_and_dedup() {
     };
     assert_eq!(
         paths(&jupyter_path(&dup)),
-        ["/usr/share/jupyter", "/a", "/home/u/.local/share/jupyter", "/usr/local/share/jupyter"]
+        [
+            "/usr/share/jupyter",
+            "/a",
+            "/home/u/.local/share/jupyter",
+            "/usr/local/share/jupyter"
+        ]
     );
 }
 

@@ -1,6 +1,11 @@
 //! One regression test per peer flaw listed in PROTOCOL.md that applies to the wire layer, each
 //! showing kernelgate does not have it, plus the defined behaviour of odd frame layouts.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::time::Duration;
 
@@ -16,11 +21,16 @@ fn key() -> Key {
 }
 
 fn session() -> Session {
-    Session::new(Signer::new(Scheme::Sha256, &key()).unwrap(), SessionConfig::default())
+    Session::new(
+        Signer::new(Scheme::Sha256, &key()).unwrap(),
+        SessionConfig::default(),
+    )
 }
 
 fn frames(s: &Session) -> Vec<Vec<u8>> {
-    let msg = s.message("execute_request", &json!({"code": "1+1"}), None).unwrap();
+    let msg = s
+        .message("execute_request", &json!({"code": "1+1"}), None)
+        .unwrap();
     s.encode(&msg).unwrap()
 }
 
@@ -57,7 +67,10 @@ fn replay_is_refused_after_heavy_traffic() {
 #[test]
 fn full_history_refuses_rather_than_evicts() {
     let config = SessionConfig {
-        replay: Some(ReplayConfig { max_entries: 3, ..ReplayConfig::default() }),
+        replay: Some(ReplayConfig {
+            max_entries: 3,
+            ..ReplayConfig::default()
+        }),
         ..SessionConfig::default()
     };
     let s = Session::new(Signer::new(Scheme::Sha256, &key()).unwrap(), config);
@@ -76,8 +89,14 @@ fn full_history_refuses_rather_than_evicts() {
 #[test]
 fn message_from_before_a_restart_is_refused() {
     let signer = Signer::new(Scheme::Sha256, &key()).unwrap();
-    let old = Session::started_at(signer.clone(), SessionConfig::default(), Utc::now() - TimeDelta::seconds(60));
-    let mut msg = old.message("execute_request", &json!({"code": "1+1"}), None).unwrap();
+    let old = Session::started_at(
+        signer.clone(),
+        SessionConfig::default(),
+        Utc::now() - TimeDelta::seconds(60),
+    );
+    let mut msg = old
+        .message("execute_request", &json!({"code": "1+1"}), None)
+        .unwrap();
     msg.header.date = kernelgate_wire::message::format_date(Utc::now() - TimeDelta::seconds(30));
     let captured = old.encode(&msg).unwrap();
     let restarted = Session::new(signer, SessionConfig::default());
@@ -88,15 +107,25 @@ fn message_from_before_a_restart_is_refused() {
 fn messages_outside_the_freshness_window_are_stale_and_future_ones_refused() {
     let signer = Signer::new(Scheme::Sha256, &key()).unwrap();
     let config = SessionConfig {
-        replay: Some(ReplayConfig { window: Duration::from_secs(10), clock_skew: Duration::from_secs(1), max_entries: 100 }),
+        replay: Some(ReplayConfig {
+            window: Duration::from_secs(10),
+            clock_skew: Duration::from_secs(1),
+            max_entries: 100,
+        }),
         ..SessionConfig::default()
     };
     let s = Session::started_at(signer, config, Utc::now() - TimeDelta::hours(1));
     let f = frames(&s);
     let a = s.authenticate(f.clone()).unwrap();
-    assert_eq!(kind(s.admit(a, Utc::now() + TimeDelta::seconds(11))), ErrorKind::Stale);
+    assert_eq!(
+        kind(s.admit(a, Utc::now() + TimeDelta::seconds(11))),
+        ErrorKind::Stale
+    );
     let a = s.authenticate(f).unwrap();
-    assert_eq!(kind(s.admit(a, Utc::now() - TimeDelta::seconds(5))), ErrorKind::FutureDated);
+    assert_eq!(
+        kind(s.admit(a, Utc::now() - TimeDelta::seconds(5))),
+        ErrorKind::FutureDated
+    );
 }
 
 /// kallichore skips verification when the signature frame is empty.
@@ -111,7 +140,10 @@ fn empty_signature_is_unsigned_not_accepted() {
 /// runtimed disables verification for an empty key. Ours refuses an empty key unless asked.
 #[test]
 fn empty_key_needs_explicit_opt_in() {
-    assert_eq!(kind(Signer::new(Scheme::Sha256, &Key::new(""))), ErrorKind::EmptyKey);
+    assert_eq!(
+        kind(Signer::new(Scheme::Sha256, &Key::new(""))),
+        ErrorKind::EmptyKey
+    );
     let mut info = ConnectionInfo::generate(kernelgate_wire::Transport::Tcp, "127.0.0.1").unwrap();
     info.key = Key::new("");
     assert_eq!(kind(info.signer(false)), ErrorKind::EmptyKey);
@@ -128,14 +160,27 @@ fn truncated_layouts_are_typed_errors() {
         let got = s.receive(full[..n].to_vec());
         assert_eq!(kind(got), ErrorKind::MalformedFrames, "{n} frames");
     }
-    assert_eq!(kind(s.receive(vec![b"id".to_vec(), DELIMITER.to_vec()])), ErrorKind::MalformedFrames);
-    assert_eq!(kind(s.receive(vec![Vec::new(); 9])), ErrorKind::MalformedFrames);
+    assert_eq!(
+        kind(s.receive(vec![b"id".to_vec(), DELIMITER.to_vec()])),
+        ErrorKind::MalformedFrames
+    );
+    assert_eq!(
+        kind(s.receive(vec![Vec::new(); 9])),
+        ErrorKind::MalformedFrames
+    );
 }
 
 #[test]
 fn empty_signed_frames_fail_verification_before_parsing() {
     let s = session();
-    let mut f = vec![DELIMITER.to_vec(), b"00".repeat(32), vec![], vec![], vec![], vec![]];
+    let mut f = vec![
+        DELIMITER.to_vec(),
+        b"00".repeat(32),
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    ];
     assert_eq!(kind(s.receive(f.clone())), ErrorKind::BadSignature);
     // Correctly signed but empty JSON: verification passes, then parsing fails with a typed error.
     let sig = s.signer().sign(&[b"", b"", b"", b""]);
@@ -159,8 +204,18 @@ fn identity_equal_to_delimiter() {
 /// The pure-Rust zeromq crate aborts on a huge frame; we check limits before any work.
 #[test]
 fn limits_are_checked_first() {
-    let limits = Limits { max_frames: 8, max_frame_bytes: 1024, max_total_bytes: 2048 };
-    let s = Session::new(Signer::new(Scheme::Sha256, &key()).unwrap(), SessionConfig { limits, ..SessionConfig::default() });
+    let limits = Limits {
+        max_frames: 8,
+        max_frame_bytes: 1024,
+        max_total_bytes: 2048,
+    };
+    let s = Session::new(
+        Signer::new(Scheme::Sha256, &key()).unwrap(),
+        SessionConfig {
+            limits,
+            ..SessionConfig::default()
+        },
+    );
     let mut f = frames(&s);
     f.push(vec![0; 1025]);
     assert_eq!(kind(s.receive(f)), ErrorKind::TooLarge);
@@ -184,16 +239,26 @@ fn key_material_never_in_debug_or_errors() {
     info.key = key();
     info.curve_secretkey = Some(Key::new("S".repeat(40)));
     let dbg = format!("{info:?}");
-    assert!(!dbg.contains(secret) && !dbg.contains(&"S".repeat(40)), "{dbg}");
+    assert!(
+        !dbg.contains(secret) && !dbg.contains(&"S".repeat(40)),
+        "{dbg}"
+    );
     // Errors from a connection file whose key is mistyped must not echo it.
-    let bad = format!(r#"{{"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": "{secret}", "key": "{secret}"}}"#);
+    let bad = format!(
+        r#"{{"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": "{secret}", "key": "{secret}"}}"#
+    );
     let e = ConnectionInfo::from_json(bad.as_bytes()).unwrap_err();
     assert!(!e.to_string().contains(secret), "{e}");
-    let bad = format!(r#"{{"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5, "key": {secret:?}, "signature_scheme": "hmac-{secret}"}}"#);
+    let bad = format!(
+        r#"{{"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5, "key": {secret:?}, "signature_scheme": "hmac-{secret}"}}"#
+    );
     let e = ConnectionInfo::from_json(bad.as_bytes()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnsupportedScheme);
     // Every verification error on a message signed with a different key.
-    let other = Session::new(Signer::new(Scheme::Sha256, &Key::new("other")).unwrap(), SessionConfig::default());
+    let other = Session::new(
+        Signer::new(Scheme::Sha256, &Key::new("other")).unwrap(),
+        SessionConfig::default(),
+    );
     let e = session().receive(frames(&other)).unwrap_err();
     assert!(!e.to_string().contains(secret));
 }
@@ -219,9 +284,19 @@ fn replay_on_another_clone_of_the_session_is_refused() {
 #[test]
 fn unknown_header_fields_and_message_types_pass_through() {
     let s = session();
-    let mut msg = s.message("my_custom_request", &json!({"z": 1, "a": [1, {"b": null}]}), None).unwrap();
-    msg.header.extra.insert("subshell_id".into(), json!("sub-1"));
-    msg.header.extra.insert("x_custom".into(), json!({"deep": [1, 2]}));
+    let mut msg = s
+        .message(
+            "my_custom_request",
+            &json!({"z": 1, "a": [1, {"b": null}]}),
+            None,
+        )
+        .unwrap();
+    msg.header
+        .extra
+        .insert("subshell_id".into(), json!("sub-1"));
+    msg.header
+        .extra
+        .insert("x_custom".into(), json!({"deep": [1, 2]}));
     let got = s.receive(s.encode(&msg).unwrap()).unwrap();
     assert_eq!(*got, msg);
 }
@@ -229,10 +304,15 @@ fn unknown_header_fields_and_message_types_pass_through() {
 #[test]
 fn encode_owned_matches_encode() {
     let s = session();
-    let mut msg = s.message("comm_msg", &json!({"comm_id": "c", "data": {}}), None).unwrap();
+    let mut msg = s
+        .message("comm_msg", &json!({"comm_id": "c", "data": {}}), None)
+        .unwrap();
     msg.identities = vec![b"id".to_vec()];
     msg.buffers = vec![vec![1; 1 << 20]];
-    assert_eq!(s.encode(&msg).unwrap(), s.encode_owned(msg.clone()).unwrap());
+    assert_eq!(
+        s.encode(&msg).unwrap(),
+        s.encode_owned(msg.clone()).unwrap()
+    );
     msg.identities = vec![DELIMITER.to_vec()];
     assert_eq!(kind(s.encode_owned(msg)), ErrorKind::MalformedFrames);
 }

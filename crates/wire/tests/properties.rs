@@ -1,7 +1,9 @@
 //! Property tests: encode then decode is the identity; any single-bit flip of a signed part fails.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use kernelgate_wire::{ErrorKind, Key, Message, ReplayConfig, Scheme, Session, SessionConfig, Signer};
+use kernelgate_wire::{
+    ErrorKind, Key, Message, ReplayConfig, Scheme, Session, SessionConfig, Signer,
+};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -18,7 +20,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,20}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {

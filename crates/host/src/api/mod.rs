@@ -28,14 +28,21 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let reason = self.status.canonical_reason().unwrap_or("Error");
-        (self.status, Json(json!({ "message": self.message, "reason": reason }))).into_response()
+        (
+            self.status,
+            Json(json!({ "message": self.message, "reason": reason })),
+        )
+            .into_response()
     }
 }
 
@@ -47,9 +54,18 @@ pub fn router(host: Arc<HostShared>) -> Router {
         .route("/api/status", get(rest::status))
         .route("/api/kernelspecs", get(rest::kernelspecs))
         .route("/api/kernelspecs/{name}", get(rest::kernelspec))
-        .route("/kernelspecs/{name}/{resource}", get(rest::kernelspec_resource))
-        .route("/api/kernels", get(rest::list_kernels).post(rest::start_kernel))
-        .route("/api/kernels/{id}", get(rest::get_kernel).delete(rest::delete_kernel))
+        .route(
+            "/kernelspecs/{name}/{resource}",
+            get(rest::kernelspec_resource),
+        )
+        .route(
+            "/api/kernels",
+            get(rest::list_kernels).post(rest::start_kernel),
+        )
+        .route(
+            "/api/kernels/{id}",
+            get(rest::get_kernel).delete(rest::delete_kernel),
+        )
         .route("/api/kernels/{id}/interrupt", post(rest::interrupt_kernel))
         .route("/api/kernels/{id}/restart", post(rest::restart_kernel))
         .route("/api/kernels/{id}/channels", get(ws::channels))
@@ -69,7 +85,9 @@ async fn guard(State(host): State<Arc<HostShared>>, req: Request, next: Next) ->
         tracing::warn!(path = %req.uri().path(), origin = ?origin, "refused: origin not allowed");
         return ApiError::new(StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let authz = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let authz = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     match auth::check(&host.token, authz, req.uri().query()) {
         AuthOutcome::Ok => next.run(req).await,
         AuthOutcome::Missing => {

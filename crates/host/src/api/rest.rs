@@ -32,7 +32,11 @@ pub async fn root() -> Json<Value> {
 /// `GET /api/status`.
 pub async fn status(State(host): Shared) -> Json<Value> {
     let kernels = host.registry.list();
-    let last = kernels.iter().map(|k| k.last_activity()).max().unwrap_or_else(chrono::Utc::now);
+    let last = kernels
+        .iter()
+        .map(|k| k.last_activity())
+        .max()
+        .unwrap_or_else(chrono::Utc::now);
     Json(json!({
         "kernels": kernels.len(),
         "connections": kernels.iter().map(|k| k.connections()).sum::<usize>(),
@@ -43,14 +47,22 @@ pub async fn status(State(host): Shared) -> Json<Value> {
 
 fn resources(name: &str, spec: &LaunchSpec) -> Map<String, Value> {
     let mut out = Map::new();
-    let Some(dir) = &spec.resource_dir else { return out };
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Some(dir) = &spec.resource_dir else {
+        return out;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
         let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(&file);
         let wanted = stem.starts_with("logo-") || file == "kernel.js" || file == "kernel.css";
         if wanted && is_safe_resource(&file) {
-            let key = if stem.starts_with("logo-") { stem.to_owned() } else { file.clone() };
+            let key = if stem.starts_with("logo-") {
+                stem.to_owned()
+            } else {
+                file.clone()
+            };
             out.insert(key, format!("/kernelspecs/{name}/{file}").into());
         }
     }
@@ -67,21 +79,34 @@ fn spec_model(name: &str, spec: &LaunchSpec) -> Value {
 
 /// `GET /api/kernelspecs`.
 pub async fn kernelspecs(State(host): Shared) -> Json<Value> {
-    let specs: Map<String, Value> =
-        host.config.specs.iter().map(|(n, s)| (n.clone(), spec_model(n, s))).collect();
+    let specs: Map<String, Value> = host
+        .config
+        .specs
+        .iter()
+        .map(|(n, s)| (n.clone(), spec_model(n, s)))
+        .collect();
     Json(json!({ "default": host.config.default_kernel, "kernelspecs": specs }))
 }
 
 /// `GET /api/kernelspecs/{name}`.
-pub async fn kernelspec(State(host): Shared, UrlPath(name): UrlPath<String>) -> Result<Json<Value>, ApiError> {
-    let spec = host.config.specs.get(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such kernelspec"))?;
+pub async fn kernelspec(
+    State(host): Shared,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let spec = host
+        .config
+        .specs
+        .get(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such kernelspec"))?;
     Ok(Json(spec_model(&name, spec)))
 }
 
 fn is_safe_resource(file: &str) -> bool {
     !file.is_empty()
         && !file.starts_with('.')
-        && file.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// `GET /kernelspecs/{name}/{resource}`: files in the kernelspec's directory (logos, kernel.js).
@@ -97,7 +122,9 @@ pub async fn kernelspec_resource(
     }
     let path = dir.join(&file);
     // The file must really be inside the directory (no symlink escape).
-    let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) else { return Err(not_found()) };
+    let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) else {
+        return Err(not_found());
+    };
     if !real.starts_with(&root) {
         return Err(not_found());
     }
@@ -118,7 +145,9 @@ fn content_type(p: &Path) -> &'static str {
 
 /// `GET /api/kernels`.
 pub async fn list_kernels(State(host): Shared) -> Json<Value> {
-    Json(Value::Array(host.registry.list().iter().map(|k| k.model()).collect()))
+    Json(Value::Array(
+        host.registry.list().iter().map(|k| k.model()).collect(),
+    ))
 }
 
 /// `POST /api/kernels` with an optional `{"name": ...}`: 201 with the model once the kernel is
@@ -127,60 +156,107 @@ pub async fn start_kernel(State(host): Shared, body: Bytes) -> Result<Response, 
     let name = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}"))
+        })?;
         match v.get("name") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "name must be a string")),
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "name must be a string",
+                ))
+            }
         }
     };
     let name = name.filter(|n| !n.is_empty());
     let k = registry::start_kernel(&host, name.as_deref()).map_err(|e| match e {
-        StartError::NoSuchSpec(n) => ApiError::new(StatusCode::NOT_FOUND, format!("no such kernelspec: {}", n.chars().take(64).collect::<String>())),
+        StartError::NoSuchSpec(n) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such kernelspec: {}",
+                n.chars().take(64).collect::<String>()
+            ),
+        ),
     })?;
     k.wait_settled(host.config.post_wait).await;
     let location = format!("/api/kernels/{}", k.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(k.model())).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(k.model()),
+    )
+        .into_response())
 }
 
 fn find(host: &HostShared, id: &str) -> Result<Arc<crate::kernel::ManagedKernel>, ApiError> {
-    host.registry.get(id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such kernel"))
+    host.registry
+        .get(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such kernel"))
 }
 
 /// `GET /api/kernels/{id}`.
-pub async fn get_kernel(State(host): Shared, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_kernel(
+    State(host): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(find(&host, &id)?.model()))
 }
 
 /// `DELETE /api/kernels/{id}`: 204 once the process is gone.
-pub async fn delete_kernel(State(host): Shared, UrlPath(id): UrlPath<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_kernel(
+    State(host): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
     find(&host, &id)?;
     registry::shutdown_kernel(&host, &id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/kernels/{id}/interrupt`: 204.
-pub async fn interrupt_kernel(State(host): Shared, UrlPath(id): UrlPath<String>) -> Result<StatusCode, ApiError> {
+pub async fn interrupt_kernel(
+    State(host): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
     let k = find(&host, &id)?;
     let (tx, rx) = oneshot::channel();
-    k.control(Control::Interrupt(tx)).await.map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+    k.control(Control::Interrupt(tx))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     match rx.await {
         Ok(Ok(())) => Ok(StatusCode::NO_CONTENT),
-        Ok(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("interrupt failed: {e}"))),
-        Err(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "interrupt failed")),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("interrupt failed: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "interrupt failed",
+        )),
     }
 }
 
 /// `POST /api/kernels/{id}/restart`: 200 with the model once the new process is ready.
-pub async fn restart_kernel(State(host): Shared, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+pub async fn restart_kernel(
+    State(host): Shared,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
     let k = find(&host, &id)?;
     let (tx, rx) = oneshot::channel();
-    k.control(Control::Restart(tx)).await.map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+    k.control(Control::Restart(tx))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     match tokio::time::timeout(host.config.post_wait, rx).await {
         Ok(Ok(Ok(()))) => Ok(Json(k.model())),
         Ok(Ok(Err(e))) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
-        Ok(Err(_)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "restart failed")),
-        Err(_) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "kernel did not become ready in time")),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "restart failed",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "kernel did not become ready in time",
+        )),
     }
 }

@@ -36,7 +36,10 @@ pub async fn channels(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let kernel = host.registry.get(&id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such kernel"))?;
+    let kernel = host
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such kernel"))?;
     let wants_v1 = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -45,14 +48,20 @@ pub async fn channels(
         .any(|p| p.trim() == V1_SUBPROTOCOL);
     let max = host.config.ws_max_message;
     let ws = ws.max_message_size(max).max_frame_size(max);
-    let (ws, protocol) = if wants_v1 { (ws.protocols([V1_SUBPROTOCOL]), Protocol::V1) } else { (ws, Protocol::Legacy) };
+    let (ws, protocol) = if wants_v1 {
+        (ws.protocols([V1_SUBPROTOCOL]), Protocol::V1)
+    } else {
+        (ws, Protocol::Legacy)
+    };
     let session_id = q
         .get("session_id")
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .cloned()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     Ok(ws.on_upgrade(move |socket| async move {
-        Connection::new(host, kernel, protocol, session_id).run(socket).await
+        Connection::new(host, kernel, protocol, session_id)
+            .run(socket)
+            .await
     }))
 }
 
@@ -67,7 +76,10 @@ struct Sockets {
 impl Sockets {
     fn open(ep: &Endpoint, routing_id: &[u8]) -> Result<Sockets, String> {
         let session = zmqio::session_for(&ep.info, "kernelgate-host").map_err(|e| e.to_string())?;
-        let open = |ch| zmqio::open(&ep.ctx, &ep.info, SocketType::Dealer, ch, Some(routing_id)).map_err(|e| e.to_string());
+        let open = |ch| {
+            zmqio::open(&ep.ctx, &ep.info, SocketType::Dealer, ch, Some(routing_id))
+                .map_err(|e| e.to_string())
+        };
         Ok(Sockets {
             generation: ep.generation,
             session,
@@ -86,7 +98,9 @@ impl Sockets {
     }
 }
 
-async fn recv_any(s: &mut Option<Sockets>) -> (Channel, Result<Vec<Vec<u8>>, kernelgate_zmq::Error>) {
+async fn recv_any(
+    s: &mut Option<Sockets>,
+) -> (Channel, Result<Vec<Vec<u8>>, kernelgate_zmq::Error>) {
     match s {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -105,7 +119,12 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(host: Arc<HostShared>, kernel: Arc<ManagedKernel>, protocol: Protocol, session_id: String) -> Connection {
+    fn new(
+        host: Arc<HostShared>,
+        kernel: Arc<ManagedKernel>,
+        protocol: Protocol,
+        session_id: String,
+    ) -> Connection {
         Connection {
             host,
             kernel,
@@ -222,7 +241,12 @@ impl Connection {
             }
             return;
         };
-        wsmsg::complete_header(&mut msg.header, &self.session_id, chrono::Utc::now(), chrono::Duration::seconds(30));
+        wsmsg::complete_header(
+            &mut msg.header,
+            &self.session_id,
+            chrono::Utc::now(),
+            chrono::Duration::seconds(30),
+        );
         let parts = msg.signed_parts();
         let [h, p, m, c] = &parts;
         let frames = match s.session.sign_frames(&[], [h, p, m, c], &msg.buffers) {

@@ -1,6 +1,12 @@
 //! Test harness: an in-process host on 127.0.0.1:0 running the real `kernelgate` binary's
 //! built-in kernel, and a small WebSocket client. Every wait has a timeout.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,7 +28,11 @@ pub fn kernelgate_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().parent().unwrap().join("kernelgate");
-    assert!(p.is_file(), "{} missing: run `cargo build --bin kernelgate` first (or set KERNELGATE_BIN)", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: run `cargo build --bin kernelgate` first (or set KERNELGATE_BIN)",
+        p.display()
+    );
     p
 }
 
@@ -62,9 +72,20 @@ impl TestHost {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let h = host.clone();
         let task = tokio::spawn(async move {
-            let _ = h.serve(listener, async { let _ = rx.await; }).await;
+            let _ = h
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await;
         });
-        TestHost { host, base, token: tok, dir, stop: Some(tx), task: Some(task) }
+        TestHost {
+            host,
+            base,
+            token: tok,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Stops serving and shuts every kernel down.
@@ -73,13 +94,23 @@ impl TestHost {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t).await.expect("host stops").unwrap();
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("host stops")
+                .unwrap();
         }
     }
 
     pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
-        http(method, &url, Some(&format!("token {}", self.token)), body.map(|b| b.to_string()), &[]).await
+        http(
+            method,
+            &url,
+            Some(&format!("token {}", self.token)),
+            body.map(|b| b.to_string()),
+            &[],
+        )
+        .await
     }
 
     pub async fn start_kernel(&self, name: Option<&str>) -> String {
@@ -91,18 +122,31 @@ impl TestHost {
 
     pub fn ws_url(&self, kernel: &str, with_token: bool) -> String {
         let base = self.base.replacen("http", "ws", 1);
-        let tok = if with_token { format!("&token={}", self.token) } else { String::new() };
+        let tok = if with_token {
+            format!("&token={}", self.token)
+        } else {
+            String::new()
+        };
         format!("{base}/api/kernels/{kernel}/channels?session_id=test{tok}")
     }
 }
 
 /// A minimal HTTP/1.1 client over a TCP stream (no extra dependencies).
-pub async fn http(method: &str, url: &str, authz: Option<&str>, body: Option<String>, extra: &[(&str, &str)]) -> (u16, Value) {
+pub async fn http(
+    method: &str,
+    url: &str,
+    authz: Option<&str>,
+    body: Option<String>,
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let mut s = tokio::time::timeout(T, tokio::net::TcpStream::connect(hostport)).await.unwrap().unwrap();
+    let mut s = tokio::time::timeout(T, tokio::net::TcpStream::connect(hostport))
+        .await
+        .unwrap()
+        .unwrap();
     let body = body.unwrap_or_default();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if let Some(a) = authz {
@@ -115,11 +159,21 @@ pub async fn http(method: &str, url: &str, authz: Option<&str>, body: Option<Str
     req.push_str(&body);
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await.expect("http response in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out))
+        .await
+        .expect("http response in time")
+        .unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
     let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
@@ -137,21 +191,34 @@ fn dechunk(s: &str) -> String {
     out
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket; Err(status) when the upgrade is refused.
 pub async fn ws_connect(url: &str, v1: bool, origin: Option<&str>) -> Result<Ws, u16> {
     let mut req = url.into_client_request().unwrap();
     if v1 {
-        req.headers_mut().insert("Sec-WebSocket-Protocol", "v1.kernel.websocket.jupyter.org".parse().unwrap());
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v1.kernel.websocket.jupyter.org".parse().unwrap(),
+        );
     }
     if let Some(o) = origin {
         req.headers_mut().insert("Origin", o.parse().unwrap());
     }
-    match tokio::time::timeout(T, tokio_tungstenite::connect_async(req)).await.expect("ws connect in time") {
+    match tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("ws connect in time")
+    {
         Ok((ws, resp)) => {
-            let proto = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
-            assert_eq!(proto.as_deref() == Some("v1.kernel.websocket.jupyter.org"), v1);
+            let proto = resp
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(
+                proto.as_deref() == Some("v1.kernel.websocket.jupyter.org"),
+                v1
+            );
             Ok(ws)
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
@@ -202,17 +269,29 @@ pub fn decode(frame: WsMessage, v1: bool) -> Option<(String, Value, Vec<Vec<u8>>
 }
 
 /// Sends a shell/control request; returns its msg_id.
-pub async fn send(ws: &mut Ws, v1: bool, channel: &str, msg_type: &str, content: Value, buffers: &[Vec<u8>]) -> String {
+pub async fn send(
+    ws: &mut Ws,
+    v1: bool,
+    channel: &str,
+    msg_type: &str,
+    content: Value,
+    buffers: &[Vec<u8>],
+) -> String {
     let h = header(msg_type);
     let id = h["msg_id"].as_str().unwrap().to_owned();
     let frame = if v1 {
-        WsMessage::Binary(encode_v1(channel, [&h, &json!({}), &json!({}), &content], buffers).into())
+        WsMessage::Binary(
+            encode_v1(channel, [&h, &json!({}), &json!({}), &content], buffers).into(),
+        )
     } else {
         let m = json!({"channel": channel, "header": h, "parent_header": {}, "metadata": {}, "content": content});
         if buffers.is_empty() {
             WsMessage::Text(m.to_string().into())
         } else {
-            WsMessage::Binary(kernelgate_wire::websocket::encode_legacy_binary(m.to_string().as_bytes(), buffers).into())
+            WsMessage::Binary(
+                kernelgate_wire::websocket::encode_legacy_binary(m.to_string().as_bytes(), buffers)
+                    .into(),
+            )
         }
     };
     ws.send(frame).await.unwrap();
@@ -220,7 +299,11 @@ pub async fn send(ws: &mut Ws, v1: bool, channel: &str, msg_type: &str, content:
 }
 
 /// Receives the next message, or None on timeout/close.
-pub async fn recv(ws: &mut Ws, v1: bool, timeout: Duration) -> Option<(String, Value, Vec<Vec<u8>>)> {
+pub async fn recv(
+    ws: &mut Ws,
+    v1: bool,
+    timeout: Duration,
+) -> Option<(String, Value, Vec<Vec<u8>>)> {
     loop {
         match tokio::time::timeout(timeout, ws.next()).await {
             Ok(Some(Ok(m))) => {
@@ -242,15 +325,24 @@ pub async fn execute(ws: &mut Ws, v1: bool, code: &str) -> (String, String, Stri
     let deadline = tokio::time::Instant::now() + T;
     while status.is_empty() || !idle {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some((ch, m, _)) = recv(ws, v1, left).await else { panic!("no reply to execute in time (status {status:?}, idle {idle})") };
+        let Some((ch, m, _)) = recv(ws, v1, left).await else {
+            panic!("no reply to execute in time (status {status:?}, idle {idle})")
+        };
         if m["parent_header"]["msg_id"] != id.as_str() {
             continue;
         }
         match (ch.as_str(), m["header"]["msg_type"].as_str().unwrap()) {
             ("iopub", "stream") => out.push_str(m["content"]["text"].as_str().unwrap()),
-            ("iopub", "execute_result") => result = m["content"]["data"]["text/plain"].as_str().unwrap().to_owned(),
+            ("iopub", "execute_result") => {
+                result = m["content"]["data"]["text/plain"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
             ("iopub", "status") if m["content"]["execution_state"] == "idle" => idle = true,
-            ("shell", "execute_reply") => status = m["content"]["status"].as_str().unwrap().to_owned(),
+            ("shell", "execute_reply") => {
+                status = m["content"]["status"].as_str().unwrap().to_owned()
+            }
             _ => {}
         }
     }
@@ -263,7 +355,9 @@ pub async fn wait_status(ws: &mut Ws, v1: bool, state: &str, timeout: Duration) 
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some((ch, m, _)) = recv(ws, v1, left).await else { panic!("no {state} status in time; saw {seen:?}") };
+        let Some((ch, m, _)) = recv(ws, v1, left).await else {
+            panic!("no {state} status in time; saw {seen:?}")
+        };
         if ch == "iopub" && m["header"]["msg_type"] == "status" {
             let s = m["content"]["execution_state"].as_str().unwrap().to_owned();
             seen.push(s.clone());
@@ -278,10 +372,15 @@ pub async fn wait_status(ws: &mut Ws, v1: bool, state: &str, timeout: Duration) 
 pub fn processes_with(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(false);
+            let zombie = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+                .unwrap_or(false);
             if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
                 out.push(pid);
             }

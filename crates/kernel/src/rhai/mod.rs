@@ -74,7 +74,9 @@ impl RhaiKernel {
             .set_max_expr_depths(128, 64);
 
         let c = current.clone();
-        engine.on_print(move |text| with_current(&c, |ctx| ctx.stream("stdout", &format!("{text}\n"))));
+        engine.on_print(move |text| {
+            with_current(&c, |ctx| ctx.stream("stdout", &format!("{text}\n")))
+        });
         let c = current.clone();
         engine.on_debug(move |text, _source, pos| {
             with_current(&c, |ctx| ctx.stream("stderr", &format!("[{pos}] {text}\n")))
@@ -92,15 +94,23 @@ impl RhaiKernel {
             stop.then(|| Dynamic::from("interrupted"))
         });
         let c = current.clone();
-        engine.register_fn("input", move |prompt: &str| -> Result<String, Box<EvalAltResult>> {
-            read_input(&c, prompt, false)
+        engine.register_fn(
+            "input",
+            move |prompt: &str| -> Result<String, Box<EvalAltResult>> {
+                read_input(&c, prompt, false)
+            },
+        );
+        let c = current.clone();
+        engine.register_fn("input", move || -> Result<String, Box<EvalAltResult>> {
+            read_input(&c, "", false)
         });
         let c = current.clone();
-        engine.register_fn("input", move || -> Result<String, Box<EvalAltResult>> { read_input(&c, "", false) });
-        let c = current.clone();
-        engine.register_fn("getpass", move |prompt: &str| -> Result<String, Box<EvalAltResult>> {
-            read_input(&c, prompt, true)
-        });
+        engine.register_fn(
+            "getpass",
+            move |prompt: &str| -> Result<String, Box<EvalAltResult>> {
+                read_input(&c, prompt, true)
+            },
+        );
         let c = current.clone();
         engine.register_fn("display", move |value: Dynamic| {
             let mut data = MimeBundle::new();
@@ -109,7 +119,9 @@ impl RhaiKernel {
         });
         let c = current.clone();
         engine.register_fn("clear_output", move || {
-            with_current(&c, |ctx| ctx.publish("clear_output", &json!({ "wait": false })));
+            with_current(&c, |ctx| {
+                ctx.publish("clear_output", &json!({ "wait": false }))
+            });
         });
         let c = current.clone();
         engine.register_fn("display_html", move |html: &str| {
@@ -119,7 +131,13 @@ impl RhaiKernel {
             with_current(&c, |ctx| ctx.display(data));
         });
 
-        RhaiKernel { engine, scope: Scope::new(), functions: AST::empty(), current, flags }
+        RhaiKernel {
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+            current,
+            flags,
+        }
     }
 
     fn error_outcome(&self, code: &str, err: &EvalAltResult) -> Outcome {
@@ -132,9 +150,12 @@ impl RhaiKernel {
             EvalAltResult::ErrorRuntime(..) => "RuntimeError",
             EvalAltResult::ErrorVariableNotFound(..) => "NameError",
             EvalAltResult::ErrorFunctionNotFound(..) => "FunctionNotFound",
-            EvalAltResult::ErrorMismatchDataType(..) | EvalAltResult::ErrorMismatchOutputType(..) => "TypeError",
+            EvalAltResult::ErrorMismatchDataType(..)
+            | EvalAltResult::ErrorMismatchOutputType(..) => "TypeError",
             EvalAltResult::ErrorArithmetic(..) => "ArithmeticError",
-            EvalAltResult::ErrorIndexNotFound(..) | EvalAltResult::ErrorArrayBounds(..) => "IndexError",
+            EvalAltResult::ErrorIndexNotFound(..) | EvalAltResult::ErrorArrayBounds(..) => {
+                "IndexError"
+            }
             _ => "Error",
         };
         let evalue = match err {
@@ -145,13 +166,18 @@ impl RhaiKernel {
     }
 }
 
-fn read_input(current: &Current, prompt: &str, password: bool) -> Result<String, Box<EvalAltResult>> {
+fn read_input(
+    current: &Current,
+    prompt: &str,
+    password: bool,
+) -> Result<String, Box<EvalAltResult>> {
     // Clone the context out so the lock is not held while waiting for the user.
     let ctx = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let Some(ctx) = ctx else {
         return Err("input() is only available while a cell runs".into());
     };
-    ctx.input(prompt, password).map_err(|e| e.to_string().into())
+    ctx.input(prompt, password)
+        .map_err(|e| e.to_string().into())
 }
 
 /// How a value is shown as a result: strings quoted, like a REPL.
@@ -179,7 +205,11 @@ fn error(ename: &str, evalue: String, code: &str, pos: Position) -> Outcome {
             traceback.push(format!("    {}^", " ".repeat(col.saturating_sub(1))));
         }
     }
-    Outcome::Error { ename: ename.to_owned(), evalue, traceback }
+    Outcome::Error {
+        ename: ename.to_owned(),
+        evalue,
+        traceback,
+    }
 }
 
 impl Kernel for RhaiKernel {
@@ -197,7 +227,8 @@ impl Kernel for RhaiKernel {
                 nbconvert_exporter: None,
                 extra: Default::default(),
             },
-            banner: "kernelgate built-in kernel: Rhai (https://rhai.rs), sandboxed and limited".into(),
+            banner: "kernelgate built-in kernel: Rhai (https://rhai.rs), sandboxed and limited"
+                .into(),
         }
     }
 
@@ -205,11 +236,20 @@ impl Kernel for RhaiKernel {
         let _ = self.flags.set(ctx.flags.clone());
         let ast = match self.engine.compile_with_scope(&self.scope, code) {
             Ok(ast) => ast,
-            Err(e) => return error("SyntaxError", strip_position(&e.to_string()), code, e.position()),
+            Err(e) => {
+                return error(
+                    "SyntaxError",
+                    strip_position(&e.to_string()),
+                    code,
+                    e.position(),
+                )
+            }
         };
         let run = self.functions.merge(&ast);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.clone());
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &run);
+        let result = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &run);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
         match result {
             Ok(value) => {
@@ -244,7 +284,9 @@ impl Kernel for RhaiKernel {
                 {
                     Completeness::Incomplete("    ".into())
                 }
-                ParseErrorType::BadInput(rhai::LexError::UnterminatedString) => Completeness::Incomplete(String::new()),
+                ParseErrorType::BadInput(rhai::LexError::UnterminatedString) => {
+                    Completeness::Incomplete(String::new())
+                }
                 _ => Completeness::Invalid,
             },
         }
@@ -259,5 +301,8 @@ fn at_end(code: &str, pos: Position) -> bool {
     }
     let lines = code.lines().count().max(1);
     pos.line().is_some_and(|l| l >= lines)
-        && code.lines().last().is_none_or(|last| pos.position().is_none_or(|c| c > last.chars().count()))
+        && code
+            .lines()
+            .last()
+            .is_none_or(|last| pos.position().is_none_or(|c| c > last.chars().count()))
 }

@@ -25,7 +25,9 @@ pub fn python() -> PathBuf {
 }
 
 pub fn peer_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../python/peers").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../python/peers")
+        .join(name)
 }
 
 pub struct Peer {
@@ -53,7 +55,11 @@ impl Peer {
                 }
             }
         });
-        Peer { child, stdin, lines }
+        Peer {
+            child,
+            stdin,
+            lines,
+        }
     }
 
     pub fn call(&mut self, req: &Value) -> Value {
