@@ -88,7 +88,8 @@ fn install_signals(flags: &Flags) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                if signal == SIGINT && !(interactive && !flags.busy.load(Ordering::SeqCst)) {
+                let idle_in_terminal = interactive && !flags.busy.load(Ordering::SeqCst);
+                if signal == SIGINT && !idle_in_terminal {
                     flags.interrupt.store(true, Ordering::SeqCst);
                 } else {
                     flags.request_shutdown();

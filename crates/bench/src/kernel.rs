@@ -646,19 +646,20 @@ fn print(cases: &[Case], json_out: bool, python: &Python) {
     sorted.sort_by_key(|c| order(c));
     if json_out {
         for c in &sorted {
-            let mut v = json!({"case": c.case});
+            let mut v = serde_json::Map::new();
+            v.insert("case".into(), json!(c.case));
             if let Some(m) = c.median_us {
-                v["median_us"] = json!(m);
-                v["p99_us"] = json!(c.p99_us);
-                v["vs_floor"] = json!(floor_of(&c.case).map(|f| m / f));
+                v.insert("median_us".into(), json!(m));
+                v.insert("p99_us".into(), json!(c.p99_us));
+                v.insert("vs_floor".into(), json!(floor_of(&c.case).map(|f| m / f)));
             }
             if let Some(ms) = c.ms {
-                v["ms"] = json!(ms);
+                v.insert("ms".into(), json!(ms));
             }
             if let Some(mib) = c.mib {
-                v["mib"] = json!(mib);
+                v.insert("mib".into(), json!(mib));
             }
-            println!("{v}");
+            println!("{}", Value::Object(v));
         }
         for (what, met) in targets(cases) {
             println!("{}", json!({"target": what, "met": met}));

@@ -82,8 +82,7 @@ pub struct KernelOptions {
 impl KernelOptions {
     /// Options with defaults for `connection`.
     pub fn new(connection: ConnectionInfo) -> KernelOptions {
-        let mut session = SessionConfig::default();
-        session.username = "kernel".into();
+        let session = SessionConfig::default();
         KernelOptions {
             connection,
             kernel_id: session.session_id.clone(),
@@ -290,7 +289,7 @@ pub(crate) fn receive(
         Err(e @ kernelgate_zmq::Error::TooLarge { .. }) => {
             let err =
                 kernelgate_wire::Error::new(kernelgate_wire::ErrorKind::TooLarge, e.to_string());
-            crate::rejections::record(&rejections, channel, &err);
+            crate::rejections::record(rejections, channel, &err);
             return None;
         }
         // A local socket failure, not something a peer sent: log, don't count as a refusal.
@@ -302,7 +301,7 @@ pub(crate) fn receive(
     match session.receive(frames) {
         Ok(msg) => Some(msg),
         Err(e) => {
-            crate::rejections::record(&rejections, channel, &e);
+            crate::rejections::record(rejections, channel, &e);
             None
         }
     }
