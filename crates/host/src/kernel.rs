@@ -364,12 +364,14 @@ async fn supervise(
         })));
 
         // 2. Run it until it dies or we are asked to restart or stop.
+        let relaunch = generation > 1;
         let outcome = run_process(
             &kernel,
             &host,
             &ctx,
             &info,
             &mut proc,
+            relaunch,
             &mut control_rx,
             &mut restart_reply,
         )
@@ -491,6 +493,7 @@ async fn run_process(
     ctx: &Context,
     info: &ConnectionInfo,
     proc: &mut Proc,
+    relaunch: bool,
     control_rx: &mut mpsc::Receiver<Control>,
     restart_reply: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> Outcome {
@@ -529,10 +532,13 @@ async fn run_process(
                 match r {
                     Ok(_) => {
                         ready = true;
-                        let was = kernel.state();
                         kernel.apply(&Event::Ready);
                         tracing::debug!(kernel = %kernel.id, "kernel ready");
-                        if was == KernelState::Restarting || restart_reply.is_some() {
+                        // Clients were told `restarting`: tell them the new process is ready.
+                        // (Checking the state here cannot work: launching moved it from
+                        // Restarting to Starting, and the kernel's own idle from the readiness
+                        // probe may be published before our IOPub subscription has joined.)
+                        if relaunch {
                             kernel.broadcast_status("idle");
                         }
                         if let Some(r) = restart_reply.take() {
