@@ -226,6 +226,14 @@ impl Host {
             shutdown.await;
             closing.send_replace(true);
         };
+        // Without TCP_NODELAY a multi-frame WebSocket reply waits for the client's delayed ACK
+        // (about 40 ms per round trip on Linux).
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY: {e}");
+                }
+            });
         axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await?;
