@@ -133,3 +133,65 @@ pub fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     Ok(bin)
 }
+
+/// The fields of /proc/PID/stat after the command name.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = s.rsplit_once(')')?.1;
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+/// utime + stime in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    // After ')': state(0) ppid(1) ... utime(11) stime(12).
+    stat_fields(pid)
+        .map(|f| {
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// The live (non-zombie) child processes of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(f) = stat_fields(p) {
+            // Zombies (state Z) are not kernels any more.
+            if f.get(1).and_then(|v| v.parse::<u32>().ok()) == Some(pid)
+                && f.first().map(String::as_str) != Some("Z")
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Resident memory in MiB, 0 for a process that is gone.
+pub fn rss_mib(pid: u32) -> f64 {
+    vmrss_mib(pid).unwrap_or(0.0)
+}
+
+/// Clock ticks per second, the unit of [`cpu_ticks`].
+pub fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|v| *v > 0.0)
+        .unwrap_or(100.0)
+}

@@ -1,0 +1,229 @@
+//! Ours: a `kernelgate serve` child, its HTTP API and WebSocket round trips.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::{execute_content, random_token, Args};
+use crate::procs::Child;
+
+pub(super) struct Host {
+    pub(super) proc: Child,
+    /// `host:port`
+    pub(super) addr: String,
+    pub(super) token: String,
+}
+
+impl Host {
+    pub(super) fn start(bin: &Path, dir: &Path) -> Result<Host> {
+        let token = random_token()?;
+        let token_file = dir.join("token");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)?;
+        f.write_all(token.as_bytes())?;
+        drop(f);
+        let specs = dir.join("kernelspecs");
+        fs::create_dir_all(&specs)?;
+        let child = Command::new(bin)
+            .args(["serve", "--port", "0", "--log", "warn", "--no-recover"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--state-file")
+            .arg(dir.join("state.json"))
+            .arg("--kernel-dirs")
+            .arg(&specs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} serve", bin.display()))?;
+        let mut proc = Child(child);
+        let stdout = proc.0.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        // http://127.0.0.1:PORT/?token=...
+        let base = line.split("/?").next().unwrap_or("").trim().to_owned();
+        let addr = base
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("kernelgate serve printed no URL (got {line:?})"))?
+            .to_owned();
+        Ok(Host { proc, addr, token })
+    }
+
+    pub(super) fn stop(self) {
+        drop(self.proc);
+    }
+
+    pub(super) async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&self.addr).await?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: token {}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(120), s.read_to_end(&mut out)).await??;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad HTTP response {text:?}"))?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    }
+
+    pub(super) async fn start_kernel(&self) -> Result<String> {
+        let (st, v) = self
+            .http("POST", "/api/kernels", Some(&json!({"name": "rhai"})))
+            .await?;
+        if st / 100 != 2 {
+            bail!("POST /api/kernels: {st} {v}");
+        }
+        v.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("POST /api/kernels returned no id: {v}"))
+    }
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((len, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(after.get(..n).unwrap_or(""));
+        rest = after.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn ws_request(
+    ws: &mut Ws,
+    seq: &mut u64,
+    msg_type: &str,
+    content: &Value,
+    quickack: bool,
+) -> Result<Value> {
+    *seq += 1;
+    let id = format!("bench-{}-{seq}", std::process::id());
+    let m = json!({"channel": "shell",
+        "header": {"msg_id": id, "msg_type": msg_type, "session": "bench", "username": "bench", "version": "5.4"},
+        "parent_header": {}, "metadata": {}, "content": content});
+    ws.send(WsMessage::Text(m.to_string().into())).await?;
+    let reply_type = msg_type.replace("_request", "_reply");
+    loop {
+        if quickack {
+            // Linux clears TCP_QUICKACK after use: set it before every read.
+            socket2::SockRef::from(ws.get_ref()).set_tcp_quickack(true)?;
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .map_err(|_| anyhow!("no {reply_type} within 30 s"))?
+            .ok_or_else(|| anyhow!("WebSocket closed"))??;
+        let WsMessage::Text(t) = frame else { continue };
+        let v: Value = serde_json::from_str(t.as_str())?;
+        let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str);
+        if field("/channel") == Some("shell")
+            && field("/parent_header/msg_id") == Some(id.as_str())
+            && field("/header/msg_type") == Some(reply_type.as_str())
+        {
+            return Ok(v);
+        }
+    }
+}
+
+/// (plain round trips, round trips with TCP_QUICKACK on the client socket).
+pub(super) async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
+    let id = host.start_kernel().await?;
+    let url = format!(
+        "ws://{}/api/kernels/{id}/channels?session_id=bench",
+        host.addr
+    );
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("Authorization", format!("token {}", host.token).parse()?);
+    // TCP_NODELAY on our side (as websocket-client does): without it Nagle holds a frame's second
+    // write until the peer's delayed ACK, ~40 ms per round trip.
+    let tcp = tokio::net::TcpStream::connect(&host.addr).await?;
+    tcp.set_nodelay(true)?;
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .context("WebSocket connect to kernelgate serve")?;
+    let mut seq = 0;
+    // Ready: the first kernel_info reply (retried while the kernel starts).
+    let t0 = Instant::now();
+    loop {
+        match ws_request(&mut ws, &mut seq, "kernel_info_request", &json!({}), false).await {
+            Ok(_) => break,
+            Err(e) if t0.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+            }
+            Err(e) => {
+                return Err(e.context("kernel through kernelgate serve never answered kernel_info"))
+            }
+        }
+    }
+    let execute = execute_content();
+    let mut out = Vec::with_capacity(args.rounds);
+    let mut quick = Vec::with_capacity(args.rounds);
+    for quickack in [false, true] {
+        for i in 0..args.warmup + args.rounds {
+            let t = Instant::now();
+            let r = ws_request(&mut ws, &mut seq, "execute_request", &execute, quickack).await?;
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            if r.pointer("/content/status").and_then(Value::as_str) != Some("ok") {
+                bail!(
+                    "ws: execute_reply {}",
+                    r.get("content").unwrap_or(&Value::Null)
+                );
+            }
+            if i >= args.warmup {
+                if quickack { &mut quick } else { &mut out }.push(us);
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    let (st, v) = host
+        .http("DELETE", &format!("/api/kernels/{id}"), None)
+        .await?;
+    if st / 100 != 2 {
+        bail!("DELETE kernel: {st} {v}");
+    }
+    Ok((out, quick))
+}
