@@ -51,9 +51,9 @@ fn console_runs_cells_multiline_input_and_interrupts() {
         keys.write_all(line.as_bytes()).expect("typing");
         keys.flush().expect("flush");
     }
-    std::thread::sleep(Duration::from_millis(500));
-    drop(keys);
-    // Bounded wait: a console that does not exit fails the test instead of hanging it.
+    // Bounded wait: a console that does not exit fails the test instead of hanging it. The pty's
+    // input stays open until then: `script` hangs up on the console when its stdin ends, which on
+    // a loaded machine can come before the console has finished leaving.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(console.wait_with_output());
@@ -62,6 +62,7 @@ fn console_runs_cells_multiline_input_and_interrupts() {
         .recv_timeout(Duration::from_secs(60))
         .expect("console exited within 60 s")
         .expect("console");
+    drop(keys);
     drop(kernel);
     let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     for expected in [
@@ -81,7 +82,7 @@ fn console_runs_cells_multiline_input_and_interrupts() {
             "{expected:?} missing from:\n{screen}"
         );
     }
-    assert!(out.status.success(), "{screen}");
+    assert!(out.status.success(), "{}\n{screen}", out.status);
     let history = dir.path().join(".local/share/kernelgate/console_history");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&history).expect("history").permissions(),
