@@ -1,0 +1,156 @@
+//! Turning a [`Plan`] into a Landlock ruleset (in the parent, where allocating and opening
+//! files is safe) and entering it in the child between fork and exec (two system calls, both
+//! async-signal-safe).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
+};
+
+use crate::policy::Plan;
+use crate::support::Support;
+
+/// A ruleset ready to be entered by a child process.
+#[derive(Debug)]
+pub struct Confinement {
+    /// None when the running Linux has no Landlock (nothing to enter).
+    ruleset: Option<OwnedFd>,
+}
+
+fn abi_of(version: u32) -> ABI {
+    match version {
+        0 => ABI::Unsupported,
+        1 => ABI::V1,
+        2 => ABI::V2,
+        3 => ABI::V3,
+        4 => ABI::V4,
+        5 => ABI::V5,
+        6 => ABI::V6,
+        7 => ABI::V7,
+        8 => ABI::V8,
+        // Newer kernels keep supporting everything an older ABI asks for.
+        _ => ABI::V9,
+    }
+}
+
+fn landlock_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("landlock: {e}"))
+}
+
+impl Confinement {
+    /// Builds the ruleset for `plan` at the ABI of `support`. Paths that do not exist are
+    /// skipped (a system without /lib32, say), except the kernel's own writable directories
+    /// and connection file, which must.
+    pub fn build(plan: &Plan, support: &Support) -> io::Result<Confinement> {
+        if support.abi == 0 {
+            return Ok(Confinement { ruleset: None });
+        }
+        let abi = abi_of(support.abi);
+        let mut ruleset = Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(AccessFs::from_all(abi))
+            .map_err(landlock_error)?;
+        if support.abi >= 4 {
+            ruleset = ruleset
+                .handle_access(AccessNet::from_all(abi))
+                .map_err(landlock_error)?;
+        }
+        if support.abi >= 6 {
+            ruleset = ruleset
+                .scope(Scope::from_all(abi))
+                .map_err(landlock_error)?;
+        }
+        let mut created = ruleset.create().map_err(landlock_error)?;
+        let read = AccessFs::from_read(abi);
+        let file_only = AccessFs::from_file(abi);
+        for dir in &plan.read_dirs {
+            created = allow_if_present(created, dir, read)?;
+        }
+        for file in &plan.read_files {
+            created = allow(created, file, read & file_only)?;
+        }
+        for dir in &plan.write_dirs {
+            created = allow(created, dir, AccessFs::from_all(abi))?;
+        }
+        let device = file_only & !BitFlags::from(AccessFs::Execute);
+        for dev in &plan.device_files {
+            created = allow_if_present(created, dev, device)?;
+        }
+        if support.abi >= 4 {
+            for &port in &plan.bind_ports {
+                created = created
+                    .add_rule(NetPort::new(port, AccessNet::BindTcp))
+                    .map_err(landlock_error)?;
+            }
+            for &port in &plan.connect_ports {
+                created = created
+                    .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+                    .map_err(landlock_error)?;
+            }
+        }
+        Ok(Confinement {
+            ruleset: created.into(),
+        })
+    }
+}
+
+/// Allows `access` beneath `path` (narrowed to file rights when it is a file).
+fn allow(
+    created: RulesetCreated,
+    path: &Path,
+    access: BitFlags<AccessFs>,
+) -> io::Result<RulesetCreated> {
+    let fd = PathFd::new(path).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    let access = if path.is_dir() {
+        access
+    } else {
+        access & AccessFs::from_file(ABI::V9)
+    };
+    created
+        .add_rule(PathBeneath::new(fd, access))
+        .map_err(landlock_error)
+}
+
+fn allow_if_present(
+    created: RulesetCreated,
+    path: &Path,
+    access: BitFlags<AccessFs>,
+) -> io::Result<RulesetCreated> {
+    if path.exists() {
+        allow(created, path, access)
+    } else {
+        Ok(created)
+    }
+}
+
+/// Makes `cmd`'s child enter `confinement` just before exec: `no_new_privs` (Landlock's
+/// requirement for unprivileged use; it also stops setuid programs from shedding the
+/// sandbox) and `landlock_restrict_self`. Everything the child starts later inherits the
+/// domain. A failure makes the spawn fail: a kernel never runs unconfined by accident.
+#[allow(unsafe_code)]
+pub fn confine_command(cmd: &mut Command, confinement: Confinement) {
+    let Some(ruleset) = confinement.ruleset else {
+        return;
+    };
+    // SAFETY: the closure runs in the forked child before exec, so it may only make
+    // async-signal-safe calls: prctl(2) and syscall(2) are, and io::Error::last_os_error does
+    // not allocate. The ruleset fd is moved into the closure and so stays open until the
+    // parent drops the command; it is close-on-exec, so the kernel never inherits it.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = ruleset.as_raw_fd();
+            if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
