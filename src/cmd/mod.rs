@@ -4,4 +4,5 @@ pub mod console;
 pub mod exec;
 pub mod kernel;
 pub mod kernelspec;
+pub mod sandbox;
 pub mod serve;

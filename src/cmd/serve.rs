@@ -77,6 +77,8 @@ pub struct ServeArgs {
     /// Cull kernels with open connections too.
     #[arg(long)]
     cull_connected: bool,
+    #[command(flatten)]
+    sandbox: super::sandbox::SandboxArgs,
 }
 
 fn secs(s: f64) -> Duration {
@@ -152,6 +154,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             (t, Some(files::RemoveOnDrop::new(path)))
         }
     };
+
+    let mut secrets = vec![runtime_dir.clone()];
+    secrets.extend(config.state_file.clone());
+    secrets.extend(args.token_file.clone());
+    config.provision.hook = args.sandbox.hook(secrets, vec![port])?;
 
     let host = Host::new(config, token.clone());
     if !args.no_recover {

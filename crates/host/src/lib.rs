@@ -21,6 +21,7 @@ pub mod lifecycle;
 mod process;
 pub mod provision;
 pub mod registry;
+pub mod sandbox;
 pub mod state;
 pub mod wsmsg;
 pub mod zmqio;

@@ -34,18 +34,33 @@ pub struct LaunchSpec {
     pub writes_own_connection_file: bool,
 }
 
-/// Hook run on every kernel command before it is spawned: issue 5's sandbox sets up its
-/// Landlock domain here (through `pre_exec`), and may change the working directory.
+/// What a [`LaunchHook`] knows about the kernel being launched.
+#[derive(Debug)]
+pub struct LaunchContext<'a> {
+    /// Kernel id.
+    pub kernel_id: &'a str,
+    /// Its kernelspec.
+    pub spec: &'a LaunchSpec,
+    /// argv[0], as in the kernelspec (resolved on PATH by whoever needs it).
+    pub program: &'a str,
+    /// Its connection file (already written).
+    pub connection_file: &'a Path,
+    /// The five ports it will listen on.
+    pub ports: [u16; 5],
+}
+
+/// Hook run on every kernel command before it is spawned: the sandbox sets up the kernel's
+/// Landlock domain here (entered through `pre_exec`) and its working directory.
 pub trait LaunchHook: Send + Sync + std::fmt::Debug {
-    /// Adjusts `cmd` for kernel `kernel_id` whose connection file is `connection_file`.
+    /// Adjusts `cmd`; returns the kernel's sandbox status for its model and logs. An error
+    /// refuses the launch (a kernel never runs less confined than configured).
     fn prepare(
         &self,
-        kernel_id: &str,
-        connection_file: &Path,
+        ctx: &LaunchContext<'_>,
         cmd: &mut std::process::Command,
-    ) -> std::io::Result<()>;
-    /// A line for the kernel model and logs ("landlock-abi-7", "off", ...).
-    fn describe(&self) -> String;
+    ) -> Result<serde_json::Value, String>;
+    /// The host-wide status for `GET /api`.
+    fn describe(&self) -> serde_json::Value;
 }
 
 /// Settings shared by all launches.
@@ -76,6 +91,8 @@ pub struct Launched {
     pub connection_file: PathBuf,
     /// The connection info (key inside; never logged).
     pub info: ConnectionInfo,
+    /// The sandbox status the hook reported (null without a hook).
+    pub sandbox: serde_json::Value,
 }
 
 /// Why a launch failed.
@@ -128,7 +145,8 @@ pub async fn launch(
     let path = connection_file_path(config, id);
     let _ = std::fs::remove_file(&path);
     let mut info = None;
-    if !spec.writes_own_connection_file {
+    // A sandboxed kernel binds only ports it was given: we write every connection file then.
+    if !spec.writes_own_connection_file || config.hook.is_some() {
         let mut ci = ConnectionInfo::generate(Transport::Tcp, &config.ip)
             .map_err(|e| lerr(e.to_string()))?;
         ci.kernel_name = spec.name.clone();
@@ -174,9 +192,19 @@ pub async fn launch(
     cmd.envs(&spec.spec.env);
     cmd.env("JPY_PARENT_PID", std::process::id().to_string());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    if let Some(hook) = &config.hook {
-        hook.prepare(id, &path, &mut cmd)
-            .map_err(|e| lerr(format!("sandbox: {e}")))?;
+    let mut sandbox = serde_json::Value::Null;
+    if let (Some(hook), Some(info)) = (&config.hook, &info) {
+        let ctx = LaunchContext {
+            kernel_id: id,
+            spec,
+            program,
+            connection_file: &path,
+            ports: info.ports().map(|(_, port)| port),
+        };
+        sandbox = hook.prepare(&ctx, &mut cmd).map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            lerr(format!("sandbox: {e}"))
+        })?;
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
@@ -205,6 +233,7 @@ pub async fn launch(
         pid,
         connection_file: path,
         info,
+        sandbox,
     })
 }
 

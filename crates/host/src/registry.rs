@@ -144,6 +144,7 @@ pub async fn adopt_previous(host: &Arc<HostShared>, state: HostState) -> (usize,
                     start_time: rec.start_time,
                     connection_file: rec.connection_file.clone(),
                     info,
+                    sandbox: rec.sandbox.clone(),
                 };
                 let k = ManagedKernel::spawn(host.clone(), rec.id.clone(), spec, Some(a));
                 host.registry.insert(k);

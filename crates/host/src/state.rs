@@ -20,6 +20,9 @@ pub struct KernelRecord {
     pub start_time: Option<u64>,
     /// Connection file path.
     pub connection_file: PathBuf,
+    /// Its sandbox status at launch (a Landlock domain outlives the host that set it up).
+    #[serde(default)]
+    pub sandbox: serde_json::Value,
 }
 
 /// The whole file.
@@ -69,6 +72,7 @@ mod tests {
                 pid: 7,
                 start_time: Some(9),
                 connection_file: "/tmp/kernel-a.json".into(),
+                sandbox: serde_json::json!({"enabled": true}),
             }],
         };
         assert_eq!(HostState::from_json(&s.to_json()), Some(s));

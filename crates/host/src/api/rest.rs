@@ -19,9 +19,21 @@ use crate::HostShared;
 
 type Shared = State<Arc<HostShared>>;
 
-/// `GET /api`.
-pub async fn api_version() -> Json<Value> {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "kernelgate": true }))
+/// `GET /api`, with the sandbox status: what protects kernels from one another here.
+pub async fn api_version(State(host): Shared) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "kernelgate": true,
+        "sandbox": sandbox_status(&host),
+    }))
+}
+
+fn sandbox_status(host: &HostShared) -> Value {
+    host.config
+        .provision
+        .hook
+        .as_ref()
+        .map_or_else(|| json!({ "mode": "off" }), |h| h.describe())
 }
 
 /// `GET /`: a pointer to the API.
@@ -42,6 +54,7 @@ pub async fn status(State(host): Shared) -> Json<Value> {
         "connections": kernels.iter().map(|k| k.connections()).sum::<usize>(),
         "last_activity": last.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "started": true,
+        "sandbox": sandbox_status(&host),
     }))
 }
 

@@ -63,6 +63,8 @@ struct Model {
     connection_file: Option<PathBuf>,
     restarts: u64,
     reason: String,
+    /// The sandbox status of the current process (null: none).
+    pub(crate) sandbox: Value,
 }
 
 /// A kernel as the registry and the API see it.
@@ -92,6 +94,8 @@ pub struct Adopted {
     pub connection_file: PathBuf,
     /// Its connection info, already checked to answer with its key.
     pub info: ConnectionInfo,
+    /// The sandbox status recorded when it was launched (its Landlock domain outlives us).
+    pub sandbox: Value,
 }
 
 impl ManagedKernel {
@@ -120,6 +124,9 @@ impl ManagedKernel {
                 connection_file: None,
                 restarts: 0,
                 reason: String::new(),
+                sandbox: adopt
+                    .as_ref()
+                    .map_or(Value::Null, |a| a.sandbox.clone()),
             }),
             state_tx: watch::channel(initial).0,
             endpoint_tx: watch::channel(None).0,
@@ -183,6 +190,7 @@ impl ManagedKernel {
                 pid: m.pid?,
                 start_time: m.start_time,
                 connection_file: m.connection_file.clone()?,
+                sandbox: m.sandbox.clone(),
             })
         })
     }
@@ -200,8 +208,15 @@ impl ManagedKernel {
 
     /// Jupyter Server's kernel model.
     pub fn model(&self) -> Value {
-        let (state, last, restarts, reason) =
-            self.with_model(|m| (m.state, m.last_activity, m.restarts, m.reason.clone()));
+        let (state, last, restarts, reason, sandbox) = self.with_model(|m| {
+            (
+                m.state,
+                m.last_activity,
+                m.restarts,
+                m.reason.clone(),
+                m.sandbox.clone(),
+            )
+        });
         let mut v = json!({
             "id": self.id,
             "name": self.name,
@@ -209,6 +224,7 @@ impl ManagedKernel {
             "execution_state": state.execution_state(),
             "connections": self.connections(),
             "restarts": restarts,
+            "sandbox": sandbox,
         });
         if !reason.is_empty() {
             if let Some(o) = v.as_object_mut() {

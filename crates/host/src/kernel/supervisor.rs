@@ -55,7 +55,11 @@ pub(super) async fn supervise(
             None => {
                 kernel.apply(&Event::Launched);
                 match provision::launch(&host.config.provision, &spec, &kernel.id).await {
-                    Ok(l) => (Proc::Child(l.child), l.info, l.connection_file),
+                    Ok(l) => {
+                        log_sandbox(&kernel.id, &l.sandbox);
+                        kernel.with_model(|m| m.sandbox = l.sandbox);
+                        (Proc::Child(l.child), l.info, l.connection_file)
+                    }
                     Err(e) => {
                         tracing::warn!(kernel = %kernel.id, "launch failed: {e}");
                         kernel.with_model(|m| m.reason = e.to_string());
@@ -357,4 +361,15 @@ fn cfg_interrupt_mode(host: &HostShared, name: &str) -> InterruptMode {
         .get(name)
         .map(|s| s.spec.interrupt_mode)
         .unwrap_or_default()
+}
+
+fn log_sandbox(id: &str, sandbox: &Value) {
+    if sandbox.is_null() {
+        return;
+    }
+    if sandbox.get("enabled") == Some(&Value::Bool(true)) {
+        tracing::info!(kernel = %id, sandbox = %sandbox, "kernel sandboxed");
+    } else {
+        tracing::warn!(kernel = %id, sandbox = %sandbox, "kernel NOT sandboxed");
+    }
 }

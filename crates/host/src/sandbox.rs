@@ -1,0 +1,224 @@
+//! The launch hook that puts each kernel in its own Landlock domain (see
+//! [`kernelgate_sandbox`]): its own working and temporary directories, its connection file,
+//! the system and its language's installation, its own five ports, and nothing of the others.
+
+use std::path::{Path, PathBuf};
+
+use kernelgate_sandbox::policy::{self, KernelPaths, Mode, Policy, SpecOverrides};
+use kernelgate_sandbox::{confine_command, Confinement, Support};
+use serde_json::{json, Value};
+
+use crate::provision::{LaunchContext, LaunchHook};
+
+/// Sandbox settings of a host.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The policy (mode, network, extra paths and ports).
+    pub policy: Policy,
+    /// Each kernel works in `work_root/<kernel id>`.
+    pub work_root: PathBuf,
+    /// Paths no kernel may ever be given: the runtime directory, state file, token file.
+    pub secrets: Vec<PathBuf>,
+    /// Ports no kernel may connect to: the host's API.
+    pub forbidden_ports: Vec<u16>,
+}
+
+/// Variables naming the host user's directories, which a sandboxed kernel cannot use.
+const HOST_DIR_VARS: [&str; 8] = [
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_RUNTIME_DIR",
+    "JUPYTER_RUNTIME_DIR",
+    "JUPYTER_DATA_DIR",
+    "JUPYTER_CONFIG_DIR",
+    "IPYTHONDIR",
+];
+
+/// The hook.
+#[derive(Debug)]
+pub struct SandboxHook {
+    config: SandboxConfig,
+    support: Support,
+}
+
+impl SandboxHook {
+    /// Checks the configuration against what the running Linux offers: `required` with a
+    /// protection missing, or a configured path that would open a secret, is an error.
+    pub fn new(mut config: SandboxConfig, support: Support) -> Result<SandboxHook, String> {
+        if config.policy.mode == Mode::Required && !support.complete() {
+            return Err(format!(
+                "--sandbox required, but this Linux (Landlock ABI {}) lacks: {}",
+                support.abi,
+                missing_list(&support)
+            ));
+        }
+        config.secrets = config.secrets.iter().map(|p| canonical(p)).collect();
+        config.work_root = canonical(&config.work_root);
+        let extras = config.policy.extra_read.iter().chain(&config.policy.extra_write);
+        check_extras(extras, &config)?;
+        Ok(SandboxHook { config, support })
+    }
+
+    /// A one-line summary for the start-up banner.
+    pub fn summary(&self) -> String {
+        if self.support.complete() {
+            format!(
+                "sandbox on: Landlock ABI {}, every protection available",
+                self.support.abi
+            )
+        } else {
+            format!(
+                "sandbox WEAKENED: Landlock ABI {} lacks: {}",
+                self.support.abi,
+                missing_list(&self.support)
+            )
+        }
+    }
+}
+
+fn missing_list(support: &Support) -> String {
+    support
+        .missing
+        .iter()
+        .map(|p| p.explain())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An extra readable or writable path must not hold (or lie in) a secret or the root of the
+/// kernels' working directories, which holds every other kernel's files.
+fn check_extras<'a>(
+    paths: impl Iterator<Item = &'a PathBuf>,
+    config: &SandboxConfig,
+) -> Result<(), String> {
+    for p in paths {
+        let p = canonical(p);
+        if config.work_root.starts_with(&p) || p.starts_with(&config.work_root) {
+            return Err(format!(
+                "sandbox path {} would open other kernels' working directories ({})",
+                p.display(),
+                config.work_root.display()
+            ));
+        }
+        if let Some(s) = config
+            .secrets
+            .iter()
+            .find(|s| s.starts_with(&p) || p.starts_with(s))
+        {
+            return Err(format!(
+                "sandbox path {} would open {} to kernels",
+                p.display(),
+                s.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `program` as exec would find it on PATH, then with symlinks resolved.
+fn resolve_program(program: &str) -> Vec<PathBuf> {
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program))
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(program))
+                .find(|c| c.is_file())
+        })
+    };
+    let mut out = Vec::new();
+    if let Some(p) = found {
+        let real = canonical(&p);
+        out.push(p);
+        if !out.contains(&real) {
+            out.push(real);
+        }
+    }
+    out
+}
+
+impl LaunchHook for SandboxHook {
+    fn prepare(
+        &self,
+        ctx: &LaunchContext<'_>,
+        cmd: &mut std::process::Command,
+    ) -> Result<Value, String> {
+        let overrides = SpecOverrides::from_metadata(&ctx.spec.spec.metadata)
+            .map_err(|e| format!("kernelspec {}: {e}", ctx.spec.name))?;
+        if overrides.as_ref().and_then(|o| o.enabled) == Some(false) {
+            if self.config.policy.mode == Mode::Required {
+                return Err(format!(
+                    "kernelspec {} disables the sandbox, and --sandbox is required",
+                    ctx.spec.name
+                ));
+            }
+            return Ok(json!({ "enabled": false, "reason": "disabled by its kernelspec" }));
+        }
+        if let Some(o) = &overrides {
+            check_extras(o.read.iter().chain(&o.write), &self.config)?;
+        }
+        let work_dir = self.config.work_root.join(ctx.kernel_id);
+        let tmp_dir = work_dir.join(".tmp");
+        for dir in [&self.config.work_root, &work_dir, &tmp_dir] {
+            kernelgate_zmq::files::ensure_private_dir(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let kernel = KernelPaths {
+            connection_file: canonical(ctx.connection_file),
+            work_dir: work_dir.clone(),
+            tmp_dir: tmp_dir.clone(),
+            programs: resolve_program(ctx.program),
+            resource_dir: ctx.spec.resource_dir.as_deref().map(canonical),
+        };
+        let plan = policy::plan(&self.config.policy, overrides.as_ref(), &kernel, &ctx.ports);
+        plan.check_secrets(&self.config.secrets, &kernel.connection_file)
+            .map_err(|e| e.to_string())?;
+        let forbidden: Vec<u16> = self
+            .config
+            .forbidden_ports
+            .iter()
+            .chain(&ctx.ports)
+            .copied()
+            .collect();
+        let exposed = plan.exposed_ports(&forbidden);
+        if !exposed.is_empty() {
+            return Err(format!(
+                "allowed connect ports {exposed:?} include the host API or this kernel's own ports"
+            ));
+        }
+        let confinement = Confinement::build(&plan, &self.support).map_err(|e| e.to_string())?;
+        confine_command(cmd, confinement);
+        cmd.current_dir(&work_dir);
+        for var in ["TMPDIR", "TMP", "TEMP"] {
+            cmd.env(var, &tmp_dir);
+        }
+        // The kernel's home is its working directory: tools that write under ~ (IPython's
+        // history, caches, `pip install --user`) then work, each kernel in its own.
+        cmd.env("HOME", &work_dir);
+        for var in HOST_DIR_VARS {
+            cmd.env_remove(var);
+        }
+        Ok(json!({
+            "enabled": self.support.abi > 0,
+            "landlock_abi": self.support.abi,
+            "missing": self.support.missing,
+            "work_dir": work_dir,
+            "connect_ports": plan.connect_ports,
+        }))
+    }
+
+    fn describe(&self) -> Value {
+        json!({
+            "mode": self.config.policy.mode,
+            "landlock_abi": self.support.abi,
+            "missing": self.support.missing,
+            "network": self.config.policy.network,
+            "work_root": self.config.work_root,
+        })
+    }
+}

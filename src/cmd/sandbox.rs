@@ -1,0 +1,87 @@
+//! The sandbox flags shared by `kernelgate serve` and `kernelgate kernel --kernel NAME`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use kernelgate_host::provision::LaunchHook;
+use kernelgate_host::sandbox::{SandboxConfig, SandboxHook};
+use kernelgate_sandbox::policy::{Mode, NetworkPolicy, Policy};
+use kernelgate_sandbox::Support;
+
+/// Each kernel in its own Landlock domain (see SECURITY.md).
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// off: no sandbox; on: every protection this Linux offers, saying which are missing;
+    /// required: refuse to start unless every protection is available.
+    #[arg(long, default_value = "on", value_parser = parse_mode)]
+    sandbox: Mode,
+    /// Outgoing TCP from kernels: `default` allows ports 53, 80 and 443 plus
+    /// --sandbox-allow-port; `none` allows nothing (UDP is not governed by Landlock).
+    #[arg(long, default_value = "default", value_parser = parse_network)]
+    sandbox_network: NetworkPolicy,
+    /// A further path kernels may read (repeatable): data sets, a user site-packages, ...
+    #[arg(long = "sandbox-read", value_name = "PATH")]
+    read: Vec<PathBuf>,
+    /// A further directory kernels may write (repeatable; shared by every kernel).
+    #[arg(long = "sandbox-write", value_name = "PATH")]
+    write: Vec<PathBuf>,
+    /// A further TCP port kernels may connect to (repeatable), e.g. a database's.
+    #[arg(long = "sandbox-allow-port", value_name = "PORT")]
+    ports: Vec<u16>,
+    /// Where each sandboxed kernel gets its own working directory (ROOT/<kernel id>).
+    /// Default: $XDG_DATA_HOME/kernelgate/kernels (~/.local/share/kernelgate/kernels).
+    #[arg(long, value_name = "ROOT")]
+    kernel_work_root: Option<PathBuf>,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse().map_err(|e: kernelgate_sandbox::PolicyError| e.0)
+}
+
+fn parse_network(s: &str) -> Result<NetworkPolicy, String> {
+    s.parse().map_err(|e: kernelgate_sandbox::PolicyError| e.0)
+}
+
+fn default_work_root() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    data.join("kernelgate/kernels")
+}
+
+impl SandboxArgs {
+    /// The hook (None when off), after telling the user on stderr what protects kernels.
+    /// `secrets` are never opened to a kernel; `forbidden_ports` never reachable.
+    pub fn hook(
+        &self,
+        secrets: Vec<PathBuf>,
+        forbidden_ports: Vec<u16>,
+    ) -> anyhow::Result<Option<Arc<dyn LaunchHook>>> {
+        if self.sandbox == Mode::Off {
+            eprintln!("kernelgate: WARNING: --sandbox off: kernels can read one another's keys, files and outputs");
+            return Ok(None);
+        }
+        let config = SandboxConfig {
+            policy: Policy {
+                mode: self.sandbox,
+                network: self.sandbox_network,
+                extra_read: self.read.clone(),
+                extra_write: self.write.clone(),
+                connect_ports: self.ports.clone(),
+            },
+            work_root: self.kernel_work_root.clone().unwrap_or_else(default_work_root),
+            secrets,
+            forbidden_ports,
+        };
+        let hook = SandboxHook::new(config, Support::probe()).map_err(anyhow::Error::msg)?;
+        eprintln!("kernelgate: {}", hook.summary());
+        Ok(Some(Arc::new(hook)))
+    }
+}
