@@ -72,7 +72,11 @@ impl Confinement {
             created = allow_if_present(created, dir, read)?;
         }
         for file in &plan.read_files {
-            created = allow(created, file, read & file_only)?;
+            created = if file.starts_with("/proc") {
+                allow_if_present(created, file, read & file_only)?
+            } else {
+                allow(created, file, read & file_only)?
+            };
         }
         for dir in &plan.write_dirs {
             created = allow(created, dir, AccessFs::from_all(abi))?;
@@ -138,19 +142,59 @@ pub fn confine_command(cmd: &mut Command, confinement: Confinement) {
         return;
     };
     // SAFETY: the closure runs in the forked child before exec, so it may only make
-    // async-signal-safe calls: prctl(2) and syscall(2) are, and io::Error::last_os_error does
-    // not allocate. The ruleset fd is moved into the closure and so stays open until the
-    // parent drops the command; it is close-on-exec, so the kernel never inherits it.
+    // async-signal-safe calls: open(2), close(2), prctl(2) and syscall(2) are, the attribute
+    // lives on the stack, and io::Error::last_os_error does not allocate. The ruleset fd is
+    // moved into the closure and so stays open until the parent drops the command; it is
+    // close-on-exec, so the kernel never inherits it. The ruleset is this kernel's alone, so
+    // the rule the child adds to it touches no other kernel.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            let fd = ruleset.as_raw_fd();
+            allow_own_proc_dir(fd)?;
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            let fd = ruleset.as_raw_fd();
             if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
         });
     }
+}
+
+/// `struct landlock_path_beneath_attr` (packed, as in the kernel's uapi header).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Adds read access beneath the child's own `/proc/PID` (what `/proc/self` resolves to in
+/// the child, which only the child can name before it runs). Async-signal-safe.
+#[allow(unsafe_code)]
+unsafe fn allow_own_proc_dir(ruleset: libc::c_int) -> io::Result<()> {
+    const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+    const READ_FILE: u64 = 1 << 2;
+    const READ_DIR: u64 = 1 << 3;
+    let dir = libc::open(c"/proc/self".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+    if dir < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attr = PathBeneathAttr {
+        allowed_access: READ_FILE | READ_DIR,
+        parent_fd: dir,
+    };
+    let r = libc::syscall(
+        libc::SYS_landlock_add_rule,
+        ruleset,
+        LANDLOCK_RULE_PATH_BENEATH,
+        std::ptr::addr_of!(attr),
+        0u32,
+    );
+    let err = io::Error::last_os_error();
+    libc::close(dir);
+    if r != 0 {
+        return Err(err);
+    }
+    Ok(())
 }

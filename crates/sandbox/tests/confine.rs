@@ -107,11 +107,23 @@ fn tcp_connect_only_to_allowed_ports_and_bind_only_own() {
 fn no_signals_outside_the_domain() {
     let s = setup();
     let me = std::process::id();
-    let script = format!("kill -0 {me} && echo SIGNALLED; kill -0 $$ && echo SELF; echo done");
+    let script = format!(
+        "kill -0 {me} && echo SIGNALLED; kill -0 $$ && echo SELF; \
+         head -c 20 /proc/{me}/environ && echo ENVIRON; head -c 20 /proc/{me}/maps && echo MAPS; \
+         head -c 20 /proc/{me}/cmdline && echo CMDLINE; read l < /proc/$$/status && echo OWNPROC; \
+         echo done"
+    );
     let out = run_confined(&s, &Policy::default(), &[], &script);
     let text = stdout(&out);
     assert!(text.contains("SELF"), "{text}");
     assert!(!text.contains("SIGNALLED"), "{text}");
+    assert!(!text.contains("ENVIRON"), "{text}");
+    assert!(!text.contains("MAPS"), "{text}");
+    assert!(!text.contains("CMDLINE"), "{text}");
+    assert!(
+        text.contains("OWNPROC"),
+        "its own /proc/PID stays readable: {text}"
+    );
 }
 
 #[test]

@@ -262,35 +262,50 @@ async fn run_process(
     if adopted {
         kernel.apply(&Event::Ready);
     }
+    // Ready = answered kernel_info AND our IOPub subscription receives: a client told "idle"
+    // earlier could run a cell whose output we would never see.
+    let mut answered_info = adopted;
+    let mut iopub_joined = adopted;
+    let mut nudge = tokio::time::interval(Duration::from_millis(100));
     loop {
+        if !ready && answered_info && iopub_joined {
+            ready = true;
+            kernel.apply(&Event::Ready);
+            tracing::debug!(kernel = %kernel.id, "kernel ready");
+            // Clients were told `restarting`: tell them the new process is ready.
+            // (Checking the state here cannot work: launching moved it from Restarting to
+            // Starting, and the kernel's own idle from the readiness probe may be published
+            // before our IOPub subscription has joined.)
+            if relaunch {
+                kernel.broadcast_status("idle");
+            }
+            if let Some(r) = restart_reply.take() {
+                let _ = r.send(Ok(()));
+            }
+        }
         tokio::select! {
             status = wait_child(proc) => {
                 return Outcome::Died(status);
             }
-            r = &mut ready_fut, if !ready => {
+            r = &mut ready_fut, if !answered_info => {
                 match r {
-                    Ok(_) => {
-                        ready = true;
-                        kernel.apply(&Event::Ready);
-                        tracing::debug!(kernel = %kernel.id, "kernel ready");
-                        // Clients were told `restarting`: tell them the new process is ready.
-                        // (Checking the state here cannot work: launching moved it from
-                        // Restarting to Starting, and the kernel's own idle from the readiness
-                        // probe may be published before our IOPub subscription has joined.)
-                        if relaunch {
-                            kernel.broadcast_status("idle");
-                        }
-                        if let Some(r) = restart_reply.take() {
-                            let _ = r.send(Ok(()));
-                        }
-                    }
+                    Ok(_) => answered_info = true,
                     Err(e) => return Outcome::Died(e),
                 }
+            }
+            _ = nudge.tick(), if answered_info && !iopub_joined => {
+                // A kernel_info_request makes the kernel publish a status: once one reaches
+                // us, our IOPub subscription has joined (jupyter_server "nudges" the same way).
+                let (ctx, info) = (ctx.clone(), info.clone());
+                tokio::spawn(async move {
+                    let _ = zmqio::request(&ctx, &info, Channel::Shell, "kernel_info_request", serde_json::json!({}), Duration::from_secs(1)).await;
+                });
             }
             frames = iopub.recv_multipart() => {
                 match frames {
                     Ok(frames) => match session.receive(frames) {
                         Ok(msg) => {
+                            iopub_joined = true;
                             let msg = msg.into_inner();
                             if msg.msg_type() == "status" {
                                 if let Some(st) = msg.content.get("execution_state").and_then(Value::as_str) {
