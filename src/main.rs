@@ -1,6 +1,7 @@
 //! `kernelgate`: the command-line interface. Thin: parses flags, calls the crates, prints.
 
 mod cmd;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -26,7 +27,8 @@ enum Command {
     Kernelspec(cmd::kernelspec::KernelspecCommand),
     /// Serve kernels over a Jupyter Server compatible REST + WebSocket API (token required).
     Serve(cmd::serve::ServeArgs),
-    /// Run code in a running kernel; outputs stream to stdout/stderr (exit 1 if the code raised).
+    /// Run code in a running kernel (a connection file, or a host's URL); outputs stream to
+    /// stdout/stderr (exit 1 if the code raised).
     Exec(cmd::exec::ExecArgs),
     /// An interactive console attached to a running kernel.
     Console(cmd::console::ConsoleArgs),

@@ -1,4 +1,5 @@
 //! `kernelgate exec --existing FILE [CODE|-]`: run code in a running kernel, stream its outputs.
+//! (`--url URL` instead: a kernel of a running host, see [`super::exec_remote`].)
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -17,8 +18,10 @@ use serde_json::{json, Value};
 pub struct ExecArgs {
     /// The kernel's connection file: a path, or a file name (or part of one) in the Jupyter
     /// runtime directory, as `jupyter console --existing` takes it.
-    #[arg(long, value_name = "FILE")]
-    pub existing: String,
+    #[arg(long, value_name = "FILE", required_unless_present = "url")]
+    pub existing: Option<String>,
+    #[command(flatten)]
+    pub remote: super::exec_remote::RemoteArgs,
     /// Code to run; `-` or nothing reads it from standard input.
     pub code: Option<String>,
     /// Print every message received (IOPub and replies) as one JSON object per line.
@@ -44,7 +47,20 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             code
         }
     };
-    let (_, mut client) = connect(&args.existing, timeout)?;
+    let existing = match (&args.remote.url, &args.existing) {
+        (Some(url), _) => {
+            let job = super::exec_remote::Job {
+                code: &code,
+                json: args.json,
+                allow_stdin: args.allow_stdin,
+                timeout,
+            };
+            return super::exec_remote::run(&args.remote, url, &job);
+        }
+        (None, Some(existing)) => existing,
+        (None, None) => bail!("give --existing FILE or --url URL"),
+    };
+    let (_, mut client) = connect(existing, timeout)?;
     let options = ExecuteOptions {
         allow_stdin: args.allow_stdin,
         timeout: Some(timeout),
@@ -170,7 +186,7 @@ pub(crate) fn message_json(channel: Channel, m: &Message) -> Value {
     })
 }
 
-fn print_json(channel: Channel, m: &Message) {
+pub(crate) fn print_json(channel: Channel, m: &Message) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", message_json(channel, m));
     let _ = out.flush();

@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod exec;
+pub mod exec_remote;
 pub mod kernel;
 pub mod kernelspec;
 pub mod sandbox;
