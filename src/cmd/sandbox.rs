@@ -76,7 +76,10 @@ impl SandboxArgs {
                 extra_write: self.write.clone(),
                 connect_ports: self.ports.clone(),
             },
-            work_root: self.kernel_work_root.clone().unwrap_or_else(default_work_root),
+            work_root: self
+                .kernel_work_root
+                .clone()
+                .unwrap_or_else(default_work_root),
             secrets,
             forbidden_ports,
         };

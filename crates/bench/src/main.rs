@@ -9,6 +9,7 @@ mod kernel;
 mod procs;
 mod python;
 mod report;
+mod sandbox;
 mod wire;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ enum Command {
     Kernel(kernel::Args),
     /// `kernelgate serve`: WebSocket round trip vs jupyter_server and direct ZeroMQ; N kernels' start, idle CPU, memory.
     Host(host::Args),
+    /// The per-kernel Landlock sandbox: kernel start and execute round trip, sandbox on vs off.
+    Sandbox(sandbox::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,5 +68,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let python = python::Python::locate(cli.python.as_deref())?;
             host::run(&args, &python, cli.json)
         }
+        Command::Sandbox(args) => sandbox::run(&args, cli.json),
     }
 }

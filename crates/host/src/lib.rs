@@ -251,8 +251,7 @@ impl Host {
         keyfile: &std::path::Path,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(certfile, keyfile).await?;
+        let server = api::tls_server(listener, certfile, keyfile).await?;
         let handle = axum_server::Handle::new();
         let h = handle.clone();
         let closing = self.shared.closing.clone();
@@ -261,11 +260,10 @@ impl Host {
             closing.send_replace(true);
             h.graceful_shutdown(Some(Duration::from_secs(5)));
         });
-        listener.set_nonblocking(true)?;
         let app = self
             .router()
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum_server::from_tcp_rustls(listener, tls)
+        server
             .handle(handle)
             .serve(app)
             .await?;

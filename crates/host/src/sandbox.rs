@@ -55,7 +55,11 @@ impl SandboxHook {
         }
         config.secrets = config.secrets.iter().map(|p| canonical(p)).collect();
         config.work_root = canonical(&config.work_root);
-        let extras = config.policy.extra_read.iter().chain(&config.policy.extra_write);
+        let extras = config
+            .policy
+            .extra_read
+            .iter()
+            .chain(&config.policy.extra_write);
         check_extras(extras, &config)?;
         Ok(SandboxHook { config, support })
     }

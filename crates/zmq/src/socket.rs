@@ -17,6 +17,8 @@ const ZMQ_RCVMORE: i32 = 13;
 const ZMQ_FD: i32 = 14;
 const ZMQ_EVENTS: i32 = 15;
 const ZMQ_LINGER: i32 = 17;
+const ZMQ_RECONNECT_IVL: i32 = 18;
+const ZMQ_RECONNECT_IVL_MAX: i32 = 21;
 const ZMQ_MAXMSGSIZE: i32 = 22;
 const ZMQ_SNDHWM: i32 = 23;
 const ZMQ_RCVHWM: i32 = 24;
@@ -106,6 +108,9 @@ pub struct SocketConfig {
     pub linger: Option<Duration>,
     /// Limits for [`Socket::recv_multipart`].
     pub recv_limits: RecvLimits,
+    /// First retry after a refused connect, doubling up to a second. libzmq's 100 ms default
+    /// would add 100 ms to every kernel start whose client connects before the kernel binds.
+    pub reconnect_ivl: Duration,
 }
 
 impl Default for SocketConfig {
@@ -117,6 +122,7 @@ impl Default for SocketConfig {
             // Short but non-zero, so a reply sent just before close still goes out.
             linger: Some(Duration::from_millis(200)),
             recv_limits: RecvLimits::default(),
+            reconnect_ivl: Duration::from_millis(2),
         }
     }
 }
@@ -156,6 +162,7 @@ impl Socket {
         sock.set_sndhwm(config.sndhwm)?;
         sock.set_rcvhwm(config.rcvhwm)?;
         sock.set_linger(config.linger)?;
+        sock.set_reconnect_ivl(config.reconnect_ivl, Duration::from_secs(1))?;
         Ok(sock)
     }
 
@@ -371,6 +378,12 @@ impl Socket {
     /// Blocking-send timeout (`None` = wait forever); expiry gives `EAGAIN`.
     pub fn set_sndtimeo(&self, timeout: Option<Duration>) -> Result<()> {
         self.raw.set_i32(ZMQ_SNDTIMEO, millis(timeout))
+    }
+
+    /// Reconnect interval after a refused or lost connection, backing off to `max`.
+    pub fn set_reconnect_ivl(&self, first: Duration, max: Duration) -> Result<()> {
+        self.raw.set_i32(ZMQ_RECONNECT_IVL, millis(Some(first)))?;
+        self.raw.set_i32(ZMQ_RECONNECT_IVL_MAX, millis(Some(max)))
     }
 
     /// Linger on close (`None` = forever).

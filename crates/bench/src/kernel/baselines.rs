@@ -93,7 +93,7 @@ pub(super) fn our_client_to_minimal_kernel(
     Ok(s)
 }
 
-pub(super) fn check_ok(reply: &Message) -> Result<()> {
+pub(crate) fn check_ok(reply: &Message) -> Result<()> {
     match reply.content.get("status").and_then(Value::as_str) {
         Some("ok") => Ok(()),
         other => bail!("{} status {other:?}", reply.msg_type()),

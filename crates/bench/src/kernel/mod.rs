@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use crate::procs::{kernelgate_binary, start_builtin_kernel, status_mib, vmrss_mib, Child};
 use crate::python::{workspace_root, Python};
 
-mod baselines;
+pub(crate) mod baselines;
 
 use baselines::{check_ok, floor, floor_with_iopub, minimal_client, our_client_to_minimal_kernel};
 
@@ -89,13 +89,13 @@ impl Case {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    p99: f64,
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) p99: f64,
 }
 
 /// Nearest-rank percentiles of microsecond samples (the Python peer computes them the same way).
-fn stats(mut samples: Vec<f64>) -> Stats {
+pub(crate) fn stats(mut samples: Vec<f64>) -> Stats {
     samples.sort_by(f64::total_cmp);
     let rank = |p: f64| {
         let k = ((p * samples.len() as f64).ceil() as usize).max(1);
@@ -107,7 +107,7 @@ fn stats(mut samples: Vec<f64>) -> Stats {
     }
 }
 
-fn time_rounds(rounds: usize, warmup: usize, mut one: impl FnMut() -> Result<()>) -> Result<Stats> {
+pub(crate) fn time_rounds(rounds: usize, warmup: usize, mut one: impl FnMut() -> Result<()>) -> Result<Stats> {
     for _ in 0..warmup {
         one()?;
     }

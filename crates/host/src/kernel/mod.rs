@@ -124,9 +124,7 @@ impl ManagedKernel {
                 connection_file: None,
                 restarts: 0,
                 reason: String::new(),
-                sandbox: adopt
-                    .as_ref()
-                    .map_or(Value::Null, |a| a.sandbox.clone()),
+                sandbox: adopt.as_ref().map_or(Value::Null, |a| a.sandbox.clone()),
             }),
             state_tx: watch::channel(initial).0,
             endpoint_tx: watch::channel(None).0,
