@@ -316,6 +316,9 @@ def test_attacks_from_python_kernel(host, victim):
         # The built-in kernel's refusals reach the host's log (rate-limited, no key material).
         assert "refused message" in log, log[-3000:]
         assert host.kernel_facts(b["id"])["info"]["key"] not in log
+    if victim == "python3" and host.sandbox == "off":
+        # ipykernel logs its refusals too (to its stderr, which is the host's log).
+        assert "Invalid message" in log, log[-3000:]
     # Last, the bluntest attack: SIGKILL. Refused with the sandbox; with it off, B dies and the
     # host restarts it.
     facts = host.kernel_facts(b["id"])

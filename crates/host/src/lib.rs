@@ -3,7 +3,7 @@
 //! A Jupyter Server compatible REST + WebSocket API ([`api::router`]) over a registry of
 //! kernels, each run by a supervisor task (launch, IOPub, heartbeat, restart policy, shutdown
 //! escalation). Pure logic lives in [`lifecycle`], [`auth`], [`state`] and [`wsmsg`]; I/O in
-//! [`provision`], [`kernel`], [`registry`] and [`api`].
+//! [`provision`], [`process`], [`kernel`], [`registry`] and [`api`].
 //!
 //! ```no_run
 //! # async fn f(config: kernelgate_host::HostConfig, token: kernelgate_host::auth::Token) -> std::io::Result<()> {
@@ -18,7 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod kernel;
 pub mod lifecycle;
-mod process;
+pub mod process;
 pub mod provision;
 pub mod registry;
 pub mod sandbox;

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::provision;
 use crate::zmqio;
-use crate::HostShared;
+use crate::{HostShared, ShutdownWaits};
 
 /// The process currently run by a kernel's supervisor.
 pub(crate) enum Proc {
@@ -98,7 +98,30 @@ pub(crate) async fn stop_process(
     pid: Option<i32>,
     restart: bool,
 ) -> StopPath {
-    let waits = &host.config.shutdown;
+    escalate(&host.config.shutdown, ctx, info, proc, pid, restart).await
+}
+
+/// Stops a kernel child launched by [`provision::launch`] (pid `pid`, also its process group)
+/// with the host's escalation: shutdown_request, then SIGTERM, then SIGKILL, waiting as `waits`
+/// says; the child is reaped and whatever is left in its group killed.
+pub async fn stop_child(
+    waits: &ShutdownWaits,
+    ctx: &Context,
+    info: &ConnectionInfo,
+    child: tokio::process::Child,
+    pid: i32,
+) -> StopPath {
+    escalate(waits, ctx, info, &mut Proc::Child(child), Some(pid), false).await
+}
+
+async fn escalate(
+    waits: &ShutdownWaits,
+    ctx: &Context,
+    info: &ConnectionInfo,
+    proc: &mut Proc,
+    pid: Option<i32>,
+    restart: bool,
+) -> StopPath {
     let _ = zmqio::send_only(
         ctx,
         info,

@@ -18,8 +18,11 @@ use std::time::Duration;
 use kernelgate_wire::kernelspec::ArgvVars;
 use kernelgate_wire::{Channel, ConnectionInfo, InterruptMode, KernelSpec, Transport};
 use kernelgate_zmq::files;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::killpg;
 use nix::unistd::Pid;
+
+/// The signals [`signal_group`] sends (re-exported: callers need no `nix` of their own).
+pub use nix::sys::signal::Signal;
 
 /// A kernelspec ready to launch.
 #[derive(Debug, Clone)]
@@ -61,6 +64,8 @@ pub trait LaunchHook: Send + Sync + std::fmt::Debug {
     ) -> Result<serde_json::Value, String>;
     /// The host-wide status for `GET /api`.
     fn describe(&self) -> serde_json::Value;
+    /// Kernel `kernel_id` is gone for good (shut down or deleted): drop what is temporary.
+    fn finished(&self, _kernel_id: &str) {}
 }
 
 /// Settings shared by all launches.
@@ -142,7 +147,17 @@ pub async fn launch(
             config.runtime_dir.display()
         ))
     })?;
-    let path = connection_file_path(config, id);
+    launch_at(config, spec, id, connection_file_path(config, id)).await
+}
+
+/// Like [`launch`], with the connection file at `path` instead of the runtime directory (a
+/// single-kernel launcher's `-f FILE`). Whatever is at `path` is replaced.
+pub async fn launch_at(
+    config: &ProvisionConfig,
+    spec: &LaunchSpec,
+    id: &str,
+    path: PathBuf,
+) -> Result<Launched, LaunchError> {
     let _ = std::fs::remove_file(&path);
     let mut info = None;
     // A sandboxed kernel binds only ports it was given: we write every connection file then.

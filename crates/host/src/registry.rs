@@ -105,6 +105,9 @@ pub async fn shutdown_kernel(host: &Arc<HostShared>, id: &str) -> bool {
     }
     host.registry.remove(id);
     host.state_changed();
+    if let Some(hook) = &host.config.provision.hook {
+        hook.finished(id);
+    }
     tracing::info!(kernel = %id, "kernel shut down");
     true
 }

@@ -166,7 +166,12 @@ impl LaunchHook for SandboxHook {
         if let Some(o) = &overrides {
             check_extras(o.read.iter().chain(&o.write), &self.config)?;
         }
-        let work_dir = self.config.work_root.join(ctx.kernel_id);
+        // Ids are the host's UUIDs; refuse anything that could step out of the work root.
+        let id = ctx.kernel_id;
+        if id.is_empty() || id.starts_with('.') || id.contains(['/', '\\', '\0']) {
+            return Err(format!("kernel id {id:?} is not a plain name"));
+        }
+        let work_dir = self.config.work_root.join(id);
         let tmp_dir = work_dir.join(".tmp");
         for dir in [&self.config.work_root, &work_dir, &tmp_dir] {
             kernelgate_zmq::files::ensure_private_dir(dir)
@@ -216,6 +221,16 @@ impl LaunchHook for SandboxHook {
         }))
     }
 
+    /// The kernel's TMPDIR goes; its working directory (the user's files) stays.
+    fn finished(&self, kernel_id: &str) {
+        let tmp = self.config.work_root.join(kernel_id).join(".tmp");
+        if let Err(e) = std::fs::remove_dir_all(&tmp) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(kernel = %kernel_id, "removing {}: {e}", tmp.display());
+            }
+        }
+    }
+
     fn describe(&self) -> Value {
         json!({
             "mode": self.config.policy.mode,
@@ -224,5 +239,56 @@ impl LaunchHook for SandboxHook {
             "network": self.config.policy.network,
             "work_root": self.config.work_root,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> SandboxConfig {
+        SandboxConfig {
+            policy: Policy::default(),
+            work_root: dir.join("work"),
+            secrets: vec![dir.join("runtime")],
+            forbidden_ports: vec![8889],
+        }
+    }
+
+    #[test]
+    fn required_refuses_a_linux_lacking_protections() {
+        let dir = std::env::temp_dir();
+        let mut c = config(&dir);
+        c.policy.mode = Mode::Required;
+        let err = SandboxHook::new(c.clone(), Support::at_abi(4)).err().unwrap_or_default();
+        assert!(err.contains("signal one another"), "{err}");
+        assert!(SandboxHook::new(c, Support::at_abi(6)).is_ok());
+        let weak = SandboxHook::new(config(&dir), Support::at_abi(3));
+        let summary = weak.map(|h| h.summary()).unwrap_or_default();
+        assert!(summary.contains("WEAKENED") && summary.contains("ports"), "{summary}");
+    }
+
+    #[test]
+    fn extra_paths_exposing_secrets_or_other_kernels_are_refused() {
+        let dir = std::env::temp_dir().join("kernelgate-sandbox-test-nonexistent");
+        for extra in [dir.clone(), dir.join("runtime/x"), dir.join("work/other-kernel")] {
+            let mut c = config(&dir);
+            c.policy.extra_read = vec![extra.clone()];
+            assert!(
+                SandboxHook::new(c, Support::at_abi(7)).is_err(),
+                "{} accepted",
+                extra.display()
+            );
+        }
+        let mut c = config(&dir);
+        c.policy.extra_write = vec![dir.join("shared")];
+        assert!(SandboxHook::new(c, Support::at_abi(7)).is_ok());
+    }
+
+    #[test]
+    fn programs_resolve_on_path_and_through_symlinks() {
+        let found = resolve_program("sh");
+        assert!(found.first().is_some_and(|p| p.is_absolute()), "{found:?}");
+        assert!(resolve_program("no-such-program-kernelgate").is_empty());
     }
 }
