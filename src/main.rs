@@ -21,6 +21,16 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the built-in Rhai kernel, or launch and manage an installed kernelspec.
+    ///
+    /// Without --kernel, the built-in Rhai kernel runs in this process on the connection file
+    /// given by -f (or a new one in the Jupyter runtime directory).
+    ///
+    /// With --kernel NAME, the installed kernelspec NAME (python3, ir, ...) runs as a child:
+    /// kernelgate writes its connection file (fresh key and ports, owner-only) to -f or the
+    /// runtime directory, starts it in its own process group and Landlock sandbox (--sandbox),
+    /// waits until it answers kernel_info, and prints the connection file on stdout. Ctrl-C,
+    /// SIGTERM or SIGHUP shut the kernel down (shutdown_request, then SIGTERM, then SIGKILL)
+    /// and remove its connection file; if the kernel dies, kernelgate exits with its status.
     Kernel(cmd::kernel::KernelArgs),
     /// List or install kernelspecs.
     #[command(subcommand)]

@@ -1,4 +1,7 @@
-//! `kernelgate kernel`: run the built-in kernel on a connection file.
+//! `kernelgate kernel`: run the built-in kernel on a connection file, or (`--kernel NAME`)
+//! launch and manage an installed kernelspec.
+
+mod managed;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,24 +20,44 @@ use kernelgate_zmq::files;
 pub struct KernelArgs {
     /// Connection file. If it exists, its ports and key are used (as a kernel launched by Jupyter
     /// does); otherwise a fresh key and free ports are chosen and the file is written there,
-    /// owner-only. Default: a new file in the Jupyter runtime directory.
+    /// owner-only. Default: a new file in the Jupyter runtime directory. With --kernel it must
+    /// not exist yet, and is removed when the kernel stops.
     #[arg(short = 'f', long = "connection-file")]
     connection_file: Option<PathBuf>,
+    /// Launch the installed kernelspec NAME (e.g. python3; see `kernelgate kernelspec list`)
+    /// as a managed child instead of running the built-in kernel: in its own process group and
+    /// sandbox, stopped cleanly (shutdown_request, SIGTERM, SIGKILL) on Ctrl-C, SIGTERM or
+    /// SIGHUP. If the kernel dies, kernelgate exits with its status.
+    #[arg(long, value_name = "NAME")]
+    kernel: Option<String>,
+    /// With --kernel: kernelspec directories (each holding NAME/kernel.json); replaces the
+    /// Jupyter path search.
+    #[arg(long, value_delimiter = ',', value_name = "DIRS", requires = "kernel")]
+    kernel_dirs: Vec<PathBuf>,
     /// Address to listen on (tcp) or socket path prefix (ipc).
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
-    /// ZeroMQ transport.
-    #[arg(long, value_parser = ["tcp", "ipc"], default_value = "tcp")]
+    /// ZeroMQ transport (built-in kernel; a managed kernel uses tcp).
+    #[arg(long, value_parser = ["tcp", "ipc"], default_value = "tcp", conflicts_with = "kernel")]
     transport: String,
-    /// Maximum Rhai operations per cell before it is stopped as a runaway.
-    #[arg(long, default_value_t = RhaiLimits::default().max_operations)]
+    /// Maximum Rhai operations per cell before it is stopped as a runaway (built-in kernel).
+    #[arg(long, default_value_t = RhaiLimits::default().max_operations, conflicts_with = "kernel")]
     max_operations: u64,
-    /// Largest message accepted, in bytes; larger ones are refused and counted.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Largest message accepted, in bytes; larger ones are refused and counted (built-in
+    /// kernel).
+    #[arg(long, default_value_t = 64 << 20, conflicts_with = "kernel")]
     max_message_size: usize,
+    #[command(
+        flatten,
+        next_help_heading = "Sandbox of a managed kernel (with --kernel)"
+    )]
+    sandbox: super::sandbox::SandboxArgs,
 }
 
 pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.kernel {
+        return managed::run(&args, name);
+    }
     let (path, info, existed) = connection(&args)?;
     let ctx = kernelgate_zmq::Context::new().context("creating the ZeroMQ context")?;
     let mut options = KernelOptions::new(info);
