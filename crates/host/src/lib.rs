@@ -58,8 +58,8 @@ pub struct HeartbeatPolicy {
 impl Default for HeartbeatPolicy {
     fn default() -> Self {
         HeartbeatPolicy {
-            interval: Duration::from_secs(5),
-            max_misses: 6,
+            interval: Duration::from_secs(10),
+            max_misses: 3,
         }
     }
 }
@@ -193,6 +193,7 @@ impl Host {
         });
         tokio::spawn(registry::state_writer(shared.clone()));
         tokio::spawn(registry::cull_loop(shared.clone()));
+        tokio::spawn(registry::progress_loop(shared.clone()));
         Host { shared }
     }
 

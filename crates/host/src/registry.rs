@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::kernel::{Adopted, Control, ManagedKernel};
-use crate::lifecycle::should_cull;
+use crate::lifecycle::{should_cull, KernelState};
 use crate::state::{HostState, KernelRecord};
 use crate::{provision, zmqio, HostShared};
 
@@ -244,5 +244,30 @@ pub async fn cull_loop(host: Arc<HostShared>) {
                 tokio::spawn(async move { shutdown_kernel(&host, &k.id).await });
             }
         }
+    }
+}
+
+/// While kernels are starting, a progress line once a second ("12/100 kernels ready, 88
+/// starting"), and a last one when they all are; silent otherwise.
+pub async fn progress_loop(host: Arc<HostShared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = (0usize, 0usize);
+    loop {
+        tick.tick().await;
+        let kernels = host.registry.list();
+        let starting = kernels
+            .iter()
+            .filter(|k| matches!(k.state(), KernelState::Starting | KernelState::Restarting))
+            .count();
+        let now = (kernels.len(), starting);
+        if now != last && (starting > 0 || last.1 > 0) {
+            let ready = kernels
+                .iter()
+                .filter(|k| matches!(k.state(), KernelState::Idle | KernelState::Busy))
+                .count();
+            tracing::info!("{ready}/{} kernels ready, {starting} starting", kernels.len());
+        }
+        last = now;
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kernelgate_wire::content::{InputReply, InputRequest};
 use kernelgate_wire::{iopub_topic, Channel, Message, Session};
-use kernelgate_zmq::{poll, PollEvents, PollItem, Socket};
+use kernelgate_zmq::{poll, Latch, PollEvents, PollItem, Socket};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -99,7 +99,7 @@ impl std::fmt::Display for InputError {
 }
 
 /// Flags that stop running code.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Flags {
     /// Set by an interrupt (SIGINT or interrupt_request); cleared when a new cell starts.
     pub interrupt: Arc<AtomicBool>,
@@ -107,6 +107,22 @@ pub struct Flags {
     pub shutdown: Arc<AtomicBool>,
     /// Set while the shell runs a request.
     pub busy: Arc<AtomicBool>,
+    /// Set with `shutdown`, and polled beside the sockets: an idle kernel's channel threads
+    /// sleep until a message or shutdown arrives instead of waking every tick (a thousand idle
+    /// kernels waking ten times a second per thread cost a noticeable share of a core).
+    /// `None` only if the OS refused an eventfd; the loops then look at `shutdown` every tick.
+    pub(crate) wake: Option<Arc<Latch>>,
+}
+
+impl Default for Flags {
+    fn default() -> Self {
+        Flags {
+            interrupt: Arc::default(),
+            shutdown: Arc::default(),
+            busy: Arc::default(),
+            wake: Latch::new().ok().map(Arc::new),
+        }
+    }
 }
 
 impl Flags {
@@ -114,6 +130,9 @@ impl Flags {
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         self.interrupt.store(true, Ordering::SeqCst);
+        if let Some(wake) = &self.wake {
+            wake.set();
+        }
     }
 
     /// Whether shutdown was requested.

@@ -267,9 +267,28 @@ pub(crate) fn wait_readable(socket: &Socket, flags: &Flags) -> Option<bool> {
     if flags.shutting_down() {
         return None;
     }
-    let mut items = [PollItem::new(socket, PollEvents::READABLE)];
-    match poll(&mut items, Some(TICK)) {
-        Ok(n) => Some(n > 0),
+    let polled = match &flags.wake {
+        Some(wake) => {
+            let mut items = [
+                PollItem::new(socket, PollEvents::READABLE),
+                PollItem::latch(wake),
+            ];
+            poll(&mut items, None).map(|_| {
+                items
+                    .first()
+                    .is_some_and(|i| i.revents().contains(PollEvents::READABLE))
+            })
+        }
+        None => {
+            let mut items = [PollItem::new(socket, PollEvents::READABLE)];
+            poll(&mut items, Some(TICK)).map(|n| n > 0)
+        }
+    };
+    if flags.shutting_down() {
+        return None;
+    }
+    match polled {
+        Ok(ready) => Some(ready),
         Err(e) if e.is_terminated() => None,
         Err(_) => Some(false),
     }

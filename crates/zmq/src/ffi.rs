@@ -313,6 +313,16 @@ impl Drop for RawSocket {
     }
 }
 
+/// A `zmq_poll` item for a plain file descriptor.
+pub(crate) fn fd_poll_item(fd: c_int, events: c_short) -> PollItemRaw {
+    PollItemRaw {
+        socket: std::ptr::null_mut(),
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
 /// `zmq_poll` over raw items built by [`RawSocket::poll_item`]. `timeout_ms < 0` waits forever.
 pub(crate) fn poll(items: &mut [PollItemRaw], timeout_ms: c_long) -> Result<usize, Error> {
     let n = c_int::try_from(items.len())

@@ -17,6 +17,7 @@ pub mod curve;
 mod error;
 mod ffi;
 pub mod files;
+mod latch;
 mod poll;
 mod socket;
 pub mod zap;
@@ -25,6 +26,7 @@ pub use aio::AsyncSocket;
 pub use context::Context;
 pub use curve::{curve_keypair, curve_public, z85_decode, z85_encode, PublicKey, SecretKey};
 pub use error::{Error, Result, EAGAIN, EFSM, ETERM};
+pub use latch::Latch;
 pub use poll::{poll, PollEvents, PollItem};
 pub use socket::{RecvLimits, Socket, SocketConfig, SocketType};
 
