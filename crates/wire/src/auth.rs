@@ -312,20 +312,65 @@ impl Signer {
                 ),
             );
         }
-        // Compare hex text to hex text: accepting upper-case digits too, as Python's compare_digest
-        // on hexdigest() would not, is unnecessary; jupyter always sends lowercase.
-        let mut hex_expected = [0u8; 128];
-        let hex_slice = hex_expected.get_mut(..expected_len).unwrap_or(&mut []);
-        if hex::encode_to_slice(expected.as_bytes(), hex_slice).is_err() {
-            return err(ErrorKind::BadSignature, "internal: digest encoding failed");
-        }
-        if bool::from(hex_slice.ct_eq(signature)) {
-            Ok(Some(expected))
-        } else {
-            err(
+        // Decode the (public) signature text, then compare raw digests in constant time. Only
+        // lowercase hex is accepted, as jupyter sends and as comparing hexdigest() text would.
+        let mut received = [0u8; 64];
+        let digest_len = usize::from(expected.len);
+        let received = received.get_mut(..digest_len).unwrap_or(&mut []);
+        if decode_lower_hex(signature, received).is_none()
+            || !bool::from(ct_eq_words(expected.as_bytes(), received))
+        {
+            return err(
                 ErrorKind::BadSignature,
                 "signature does not match the message",
-            )
+            );
         }
+        Ok(Some(expected))
     }
+}
+
+/// Decodes lowercase hex `text` into `out` (exactly twice as long). The text is the peer's
+/// signature frame, public data, so branching on it leaks nothing.
+fn decode_lower_hex(text: &[u8], out: &mut [u8]) -> Option<()> {
+    if text.len() != out.len() * 2 {
+        return None;
+    }
+    for (pair, byte) in text.chunks_exact(2).zip(out.iter_mut()) {
+        let (hi, lo) = match pair {
+            [hi, lo] => (nibble(*hi)?, nibble(*lo)?),
+            _ => return None,
+        };
+        *byte = (hi << 4) | lo;
+    }
+    Some(())
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Constant-time equality of two digests: XOR-folds whole 64-bit words (no data-dependent branch
+/// or early exit), then one constant-time comparison of the fold with zero. Digest lengths are
+/// multiples of 8 (16 to 64 bytes) except SHA-224's 28, whose 4-byte tail is folded the same way.
+fn ct_eq_words(a: &[u8], b: &[u8]) -> subtle::Choice {
+    if a.len() != b.len() {
+        return subtle::Choice::from(0);
+    }
+    let mut diff = 0u64;
+    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut wa).zip(&mut wb) {
+        diff |= word(x) ^ word(y);
+    }
+    for (x, y) in wa.remainder().iter().zip(wb.remainder()) {
+        diff |= u64::from(x ^ y);
+    }
+    diff.ct_eq(&0)
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
 }

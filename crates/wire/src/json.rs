@@ -8,6 +8,7 @@ use std::io;
 
 use serde::Serialize;
 use serde_json::ser::Formatter;
+use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -122,6 +123,89 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Appends `value` exactly as [`to_vec`] writes it, without serde's per-value dispatch: strings
+/// that need no escape are copied whole; numbers and strings with escapes go through serde.
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<()> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_serde(out, n)?,
+        Value::String(s) => write_str(out, s)?,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_value(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                write_str(out, k)?;
+                out.extend_from_slice(b": ");
+                write_value(out, v)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json (and Python) escape it.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
+    if special_at(s.as_bytes()).is_some() {
+        return write_serde(out, s);
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
+fn write_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, PythonFormatter);
+    value
+        .serialize(&mut ser)
+        .map_err(|e| Error::new(ErrorKind::Encode, e.to_string()))
+}
+
+/// Index of the first byte JSON escapes inside a string, the same set that ends a plain run when
+/// parsing: a quote, a backslash or a control character. Eight bytes at a time: a word with none
+/// of them is skipped whole, then the exact byte is found one at a time.
+pub(crate) fn special_at(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut skipped = 0;
+    for chunk in &mut words {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let slash = w ^ (ONES * u64::from(b'\\'));
+        // The classic "has a zero / small byte" tests: they may flag a byte above a true hit,
+        // never miss one, so a clean word really is clean.
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        if hits & HIGH != 0 {
+            break;
+        }
+        skipped += 8;
+    }
+    bytes
+        .get(skipped..)?
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| skipped + i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +229,35 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(python_float_repr(v), want, "{v}");
         }
+    }
+
+    #[test]
+    fn special_bytes_are_found_at_every_position() {
+        for len in 0..40 {
+            assert_eq!(special_at(&vec![b'a'; len]), None);
+            for at in 0..len {
+                for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
+                    let mut bytes = vec![0xc3; len]; // high bytes must not look special
+                    if let Some(b) = bytes.get_mut(at) {
+                        *b = special;
+                    }
+                    assert_eq!(special_at(&bytes), Some(at), "{len} {at} {special}");
+                }
+            }
+        }
+        assert_eq!(special_at(b"  !#[]~\x7f "), None);
+    }
+
+    #[test]
+    fn write_value_matches_to_vec() {
+        let v = serde_json::json!({
+            "a": [1, -2, 2.5, 1e16, "x\"y\\z\n\u{1}", null, true, false],
+            "b": {}, "c": [], "é ü": {"nested": {"deep": [[]]}}, "": "",
+            "big": u64::MAX, "neg": i64::MIN,
+        });
+        let mut out = Vec::new();
+        assert!(write_value(&mut out, &v).is_ok());
+        assert_eq!(Some(out), to_vec(&v).ok());
     }
 
     #[test]

@@ -20,6 +20,8 @@
 pub mod auth;
 pub mod connection;
 pub mod content;
+mod date;
+mod fastjson;
 pub mod error;
 pub mod frames;
 pub mod json;

@@ -87,11 +87,18 @@ impl Header {
 
 /// Formats a timestamp the way jupyter_client does (`2026-01-02T03:04:05.123456Z`).
 pub fn format_date(t: DateTime<Utc>) -> String {
+    let mut out = String::with_capacity(27);
+    if crate::date::format_fast(t, &mut out) {
+        return out;
+    }
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Parses an ISO 8601 timestamp as jupyter peers write them.
 pub fn parse_date(text: &str) -> Result<DateTime<Utc>> {
+    if let Some(t) = crate::date::parse_fast(text.as_bytes()) {
+        return Ok(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -123,6 +130,32 @@ impl Serialize for Header {
     }
 }
 
+impl Header {
+    /// Appends the header as [`crate::json::to_vec`] would write it, field names as literals.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) -> Result<()> {
+        let fields: [(&[u8], &str); 6] = [
+            (b"{\"msg_id\": ", &self.msg_id),
+            (b", \"msg_type\": ", &self.msg_type),
+            (b", \"username\": ", &self.username),
+            (b", \"session\": ", &self.session),
+            (b", \"date\": ", &self.date),
+            (b", \"version\": ", &self.version),
+        ];
+        for (name, value) in fields {
+            out.extend_from_slice(name);
+            crate::json::write_str(out, value)?;
+        }
+        for (k, v) in &self.extra {
+            out.extend_from_slice(b", ");
+            crate::json::write_str(out, k)?;
+            out.extend_from_slice(b": ");
+            crate::json::write_value(out, v)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
 impl<'de> Deserialize<'de> for Header {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         d.deserialize_map(HeaderVisitor)
@@ -138,36 +171,88 @@ impl<'de> Visitor<'de> for HeaderVisitor {
         f.write_str("a message header object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Header, A::Error> {
-        let mut h = Header::default();
-        let (mut has_id, mut has_type) = (false, false);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "msg_id" => {
-                    h.msg_id = map.next_value()?;
-                    has_id = true;
-                }
-                "msg_type" => {
-                    h.msg_type = map.next_value()?;
-                    has_type = true;
-                }
-                "username" => h.username = map.next_value()?,
-                "session" => h.session = map.next_value()?,
-                "date" => h.date = map.next_value()?,
-                "version" => h.version = map.next_value()?,
-                _ => {
-                    let v: Value = map.next_value()?;
-                    h.extra.insert(key.into_owned(), v);
-                }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Header, A::Error> {
+        read_header(map, false)?.ok_or_else(|| de::Error::missing_field("msg_id"))
+    }
+}
+
+/// Reads header fields; `None` for an object with no fields at all when `empty_is_none`.
+fn read_header<'de, A: MapAccess<'de>>(
+    mut map: A,
+    empty_is_none: bool,
+) -> std::result::Result<Option<Header>, A::Error> {
+    let mut h = Header::default();
+    let (mut has_id, mut has_type, mut any) = (false, false, false);
+    while let Some(key) = map.next_key::<Field>()? {
+        any = true;
+        match key {
+            Field::MsgId => {
+                h.msg_id = map.next_value()?;
+                has_id = true;
+            }
+            Field::MsgType => {
+                h.msg_type = map.next_value()?;
+                has_type = true;
+            }
+            Field::Username => h.username = map.next_value()?,
+            Field::Session => h.session = map.next_value()?,
+            Field::Date => h.date = map.next_value()?,
+            Field::Version => h.version = map.next_value()?,
+            Field::Other(name) => {
+                let v: Value = map.next_value()?;
+                h.extra.insert(name, v);
             }
         }
-        if !has_id {
-            return Err(de::Error::missing_field("msg_id"));
-        }
-        if !has_type {
-            return Err(de::Error::missing_field("msg_type"));
-        }
-        Ok(h)
+    }
+    if !any && empty_is_none {
+        return Ok(None);
+    }
+    if !has_id {
+        return Err(de::Error::missing_field("msg_id"));
+    }
+    if !has_type {
+        return Err(de::Error::missing_field("msg_type"));
+    }
+    Ok(Some(h))
+}
+
+/// A header key. Known names are matched on the borrowed text, so only unknown keys allocate
+/// (deserializing a `Cow<str>` would always allocate: serde's `Cow` impl is never borrowed).
+enum Field {
+    MsgId,
+    MsgType,
+    Username,
+    Session,
+    Date,
+    Version,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl Visitor<'_> for FieldVisitor {
+    type Value = Field;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a header field name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> std::result::Result<Field, E> {
+        Ok(match name {
+            "msg_id" => Field::MsgId,
+            "msg_type" => Field::MsgType,
+            "username" => Field::Username,
+            "session" => Field::Session,
+            "date" => Field::Date,
+            "version" => Field::Version,
+            other => Field::Other(other.to_owned()),
+        })
     }
 }
 
@@ -213,31 +298,82 @@ impl Message {
     }
 }
 
-/// Decodes the parent header: `{}` means none.
+/// Decodes the parent header: `{}` means none. An object is parsed straight into a header in one
+/// pass; anything else is parsed as JSON only to say what is wrong with it.
 pub(crate) fn decode_parent(bytes: &[u8]) -> Result<Option<Header>> {
     let trimmed = bytes.trim_ascii();
     if trimmed == b"{}" {
         return Ok(None);
     }
-    let value: Value = decode_json(bytes, "parent_header")?;
-    match &value {
-        Value::Object(m) if m.is_empty() => Ok(None),
-        Value::Object(_) => Header::deserialize(value).map(Some).map_err(|e| {
-            crate::Error::new(ErrorKind::InvalidHeader, format!("parent_header: {e}"))
-        }),
-        _ => err(ErrorKind::InvalidJson, "parent_header is not a JSON object"),
+    if let Some(parent) = crate::fastjson::header(bytes) {
+        return Ok(parent);
+    }
+    if trimmed.starts_with(b"{") {
+        return serde_json::from_slice::<ParentHeader>(bytes)
+            .map(|p| p.0)
+            .map_err(|e| part_error(e, "parent_header"));
+    }
+    let _: Value = decode_json(bytes, "parent_header")?;
+    err(ErrorKind::InvalidJson, "parent_header is not a JSON object")
+}
+
+/// A parent header object: empty means none.
+struct ParentHeader(Option<Header>);
+
+impl<'de> Deserialize<'de> for ParentHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(ParentVisitor)
     }
 }
 
+struct ParentVisitor;
+
+impl<'de> Visitor<'de> for ParentVisitor {
+    type Value = ParentHeader;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a parent header object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<ParentHeader, A::Error> {
+        read_header(map, true).map(ParentHeader)
+    }
+}
+
+/// Syntax errors are invalid JSON; well-formed JSON of the wrong shape is an invalid header.
+fn part_error(e: serde_json::Error, part: &str) -> crate::Error {
+    let kind = if e.is_data() {
+        ErrorKind::InvalidHeader
+    } else {
+        ErrorKind::InvalidJson
+    };
+    crate::Error::new(kind, format!("{part}: {e}"))
+}
+
+/// Decodes metadata: `{}` (nearly always) without running the parser.
+pub(crate) fn decode_metadata(bytes: &[u8]) -> Result<Map<String, Value>> {
+    if bytes.trim_ascii() == b"{}" {
+        return Ok(Map::new());
+    }
+    if let Some(map) = crate::fastjson::object(bytes) {
+        return Ok(map);
+    }
+    decode_json(bytes, "metadata")
+}
+
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header> {
-    serde_json::from_slice::<Header>(bytes).map_err(|e| {
-        let kind = if e.is_data() {
-            ErrorKind::InvalidHeader
-        } else {
-            ErrorKind::InvalidJson
-        };
-        crate::Error::new(kind, format!("header: {e}"))
-    })
+    if let Some(Some(h)) = crate::fastjson::header(bytes) {
+        return Ok(h);
+    }
+    serde_json::from_slice::<Header>(bytes).map_err(|e| part_error(e, "header"))
+}
+
+/// Decodes content (any JSON value; an object for every standard message type).
+pub(crate) fn decode_content(bytes: &[u8]) -> Result<Value> {
+    if let Some(v) = crate::fastjson::value(bytes) {
+        return Ok(v);
+    }
+    decode_json(bytes, "content")
 }
 
 pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8], part: &str) -> Result<T> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use crate::auth::{Digest, Signer};
 use crate::error::{ErrorKind, Result};
@@ -139,8 +139,8 @@ impl Session {
         let [h, p, m, c] = layout.signed(&frames);
         let header = message::decode_header(h)?;
         let parent_header = message::decode_parent(p)?;
-        let metadata: Map<String, Value> = message::decode_json(m, "metadata")?;
-        let content: Value = message::decode_json(c, "content")?;
+        let metadata = message::decode_metadata(m)?;
+        let content = message::decode_content(c)?;
         if let (Some(guard), Some(digest)) = (&self.replay, digest) {
             let date = header.parsed_date()?;
             let mut guard = guard
@@ -169,7 +169,7 @@ impl Session {
     /// A fresh header of type `msg_type` from this session, dated now.
     pub fn header(&self, msg_type: &str) -> Header {
         Header {
-            msg_id: uuid::Uuid::new_v4().to_string(),
+            msg_id: new_msg_id(),
             msg_type: msg_type.to_owned(),
             username: self.username.to_string(),
             session: self.session_id.to_string(),
@@ -259,18 +259,36 @@ impl Session {
     }
 }
 
-/// The four signed parts of `msg`, serialized as jupyter_client would.
+/// A fresh random message id, hyphenated lowercase as jupyter writes it.
+fn new_msg_id() -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
+}
+
+/// The four signed parts of `msg`, serialized as jupyter_client would (the same bytes as
+/// `crate::json::to_vec` on each part, written without serde's per-value dispatch).
 fn serialize_parts(msg: &Message) -> Result<[Vec<u8>; 4]> {
+    let mut header = Vec::with_capacity(256);
+    msg.header.write_json(&mut header)?;
     let parent = match &msg.parent_header {
-        Some(p) => crate::json::to_vec(p)?,
+        Some(p) => {
+            let mut out = Vec::with_capacity(256);
+            p.write_json(&mut out)?;
+            out
+        }
         None => b"{}".to_vec(),
     };
-    Ok([
-        crate::json::to_vec(&msg.header)?,
-        parent,
-        crate::json::to_vec(&msg.metadata)?,
-        crate::json::to_vec(&msg.content)?,
-    ])
+    let metadata = if msg.metadata.is_empty() {
+        b"{}".to_vec()
+    } else {
+        crate::json::to_vec(&msg.metadata)?
+    };
+    let mut content = Vec::with_capacity(256);
+    crate::json::write_value(&mut content, &msg.content)?;
+    Ok([header, parent, metadata, content])
 }
 
 /// Decodes frames with no key and no replay check: for tools that inspect traffic, never for
