@@ -194,6 +194,28 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(4000))]
+
+        /// Dates built from parts both valid and not, in every separator, precision and zone.
+        #[test]
+        fn fast_parse_agrees_with_chrono(
+            y in 0u32..10_000, mo in 0u32..14, d in 0u32..33, h in 0u32..26, mi in 0u32..62,
+            s in 0u32..62, frac in proptest::option::of("[0-9]{0,12}"),
+            sep in proptest::sample::select(vec!["T", " ", "t"]),
+            zone in proptest::sample::select(vec!["", "Z", "z", "+00:00", "-00:00", "+01:30", "+0000"]),
+        ) {
+            let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+            let text = format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{frac}{zone}");
+            agrees(&text);
+            let typical = sep == "T" && matches!(zone, "" | "Z" | "+00:00")
+                && (1..=9).contains(&frac.len().saturating_sub(1)) && s < 60;
+            if typical && chrono_parse(&text).is_some() {
+                proptest::prop_assert!(parse_fast(text.as_bytes()).is_some(), "{}", text);
+            }
+        }
+    }
+
     #[test]
     fn fast_parse_agrees_with_chrono_on_mutations() {
         // Every single-byte change of a valid date, from a small alphabet of likely troublemakers.
