@@ -181,29 +181,39 @@ fn write_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<()
 /// parsing: a quote, a backslash or a control character. Eight bytes at a time: a word with none
 /// of them is skipped whole, then the exact byte is found one at a time.
 pub(crate) fn special_at(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut words = bytes.chunks_exact(8);
     let mut skipped = 0;
     for chunk in &mut words {
-        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let slash = w ^ (ONES * u64::from(b'\\'));
-        // The classic "has a zero / small byte" tests: they may flag a byte above a true hit,
-        // never miss one, so a clean word really is clean.
-        let hits = (quote.wrapping_sub(ONES) & !quote)
-            | (slash.wrapping_sub(ONES) & !slash)
-            | (w.wrapping_sub(ONES * 0x20) & !w);
-        if hits & HIGH != 0 {
+        if has_special(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) {
             break;
         }
         skipped += 8;
     }
-    bytes
-        .get(skipped..)?
-        .iter()
+    let rest = bytes.get(skipped..)?;
+    if rest.len() < 8 {
+        // The tail, padded with a harmless byte, is one more word: most strings end clean.
+        let mut tail = [b'a'; 8];
+        tail.get_mut(..rest.len())?.copy_from_slice(rest);
+        if !has_special(u64::from_le_bytes(tail)) {
+            return None;
+        }
+    }
+    rest.iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .map(|i| skipped + i)
+}
+
+/// Whether any byte of `w` may be a quote, a backslash or below 0x20. The classic "has a zero /
+/// small byte" tests may flag a byte above a true hit, never miss one: a clean word is clean.
+fn has_special(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let slash = w ^ (ONES * u64::from(b'\\'));
+    let hits = (quote.wrapping_sub(ONES) & !quote)
+        | (slash.wrapping_sub(ONES) & !slash)
+        | (w.wrapping_sub(ONES * 0x20) & !w);
+    hits & HIGH != 0
 }
 
 #[cfg(test)]
