@@ -8,7 +8,11 @@ use kernelgate_wire::{Key, ReplayConfig, Scheme, Session, SessionConfig, Signer}
 use serde_json::json;
 
 fn session(replay: bool) -> Session {
-    let signer = Signer::new(Scheme::Sha256, &Key::new(*b"kernelgate-bench-key-0123456789abcdef")).unwrap();
+    let signer = Signer::new(
+        Scheme::Sha256,
+        &Key::new(*b"kernelgate-bench-key-0123456789abcdef"),
+    )
+    .unwrap();
     let config = SessionConfig {
         username: "bench".into(),
         replay: replay.then(ReplayConfig::default),
@@ -68,23 +72,35 @@ fn main() {
             }
             timed_ns += cpu_ns() - c1;
         }
-        _ => for _ in 0..rounds {
-            let batch: Vec<_> = (0..n)
-                .map(|_| sender.encode(&sender.message("execute_request", &content, None).unwrap()).unwrap())
-                .collect();
-            let c1 = cpu_ns();
-            for frames in batch {
-                if mode == "prep" {
-                    drop(black_box(frames));
-                } else if mode == "auth" {
-                    drop(black_box(receiver.authenticate(frames).unwrap()));
-                } else {
-                    drop(black_box(receiver.receive(frames).unwrap()));
+        _ => {
+            for _ in 0..rounds {
+                let batch: Vec<_> = (0..n)
+                    .map(|_| {
+                        sender
+                            .encode(&sender.message("execute_request", &content, None).unwrap())
+                            .unwrap()
+                    })
+                    .collect();
+                let c1 = cpu_ns();
+                for frames in batch {
+                    if mode == "prep" {
+                        drop(black_box(frames));
+                    } else if mode == "auth" {
+                        drop(black_box(receiver.authenticate(frames).unwrap()));
+                    } else {
+                        drop(black_box(receiver.receive(frames).unwrap()));
+                    }
                 }
+                timed_ns += cpu_ns() - c1;
             }
-            timed_ns += cpu_ns() - c1;
-        },
+        }
     }
-    eprintln!("{mode}: timed cpu {:.3} us/msg", timed_ns as f64 / 1000.0 / (n * rounds) as f64);
-    eprintln!("{mode}: cpu {:.3} us/msg overall", (cpu_ns() - c0) as f64 / 1000.0 / (n * rounds) as f64);
+    eprintln!(
+        "{mode}: timed cpu {:.3} us/msg",
+        timed_ns as f64 / 1000.0 / (n * rounds) as f64
+    );
+    eprintln!(
+        "{mode}: cpu {:.3} us/msg overall",
+        (cpu_ns() - c0) as f64 / 1000.0 / (n * rounds) as f64
+    );
 }

@@ -16,7 +16,11 @@ pub(crate) fn parse_fast(text: &[u8]) -> Option<DateTime<Utc>> {
         return None;
     };
     let year = digits(&[y0, y1, y2, y3])?;
-    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, digits(&[mo0, mo1])?, digits(&[d0, d1])?)?;
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(year).ok()?,
+        digits(&[mo0, mo1])?,
+        digits(&[d0, d1])?,
+    )?;
     let (nanos, zone) = fraction(rest)?;
     if !matches!(zone, b"" | b"Z" | b"+00:00") {
         return None;
@@ -48,8 +52,7 @@ fn fraction(rest: &[u8]) -> Option<(u32, &[u8])> {
 /// The decimal value of a run of ASCII digits (at most 9, so it fits).
 fn digits(text: &[u8]) -> Option<u32> {
     text.iter().try_fold(0u32, |acc, &b| {
-        b.is_ascii_digit()
-            .then(|| acc * 10 + u32::from(b - b'0'))
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
     })
 }
 
@@ -173,7 +176,10 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let secs = -2_208_988_800 + (x % 9_467_280_000) as i64;
-            times.push(Utc.timestamp_opt(secs, (x >> 34) as u32 % 1_000_000_000).single());
+            times.push(
+                Utc.timestamp_opt(secs, (x >> 34) as u32 % 1_000_000_000)
+                    .single(),
+            );
         }
         for t in times.into_iter().flatten() {
             let mut ours = String::new();
@@ -233,7 +239,11 @@ mod tests {
             }
             // Truncations and an insertion at every position too.
             agrees(base.get(..i).unwrap_or(""));
-            agrees(&format!("{}9{}", base.get(..i).unwrap_or(""), base.get(i..).unwrap_or("")));
+            agrees(&format!(
+                "{}9{}",
+                base.get(..i).unwrap_or(""),
+                base.get(i..).unwrap_or("")
+            ));
         }
     }
 }
