@@ -108,9 +108,11 @@ def main():
     pid = km.provisioner.process.pid
     emit({"case": "memory/ipykernel", "mib": vmrss_mib(pid)})
     emit({"case": "memory/ipykernel RssAnon", "mib": vmrss_mib(pid, "RssAnon:")})
+    # Our client then measures alone, as jupyter_client did: no second IOPub subscriber or
+    # heartbeat of ours left connected (km shuts the kernel down through its own channel).
+    kc.stop_channels()
     emit({"ipykernel": km.connection_file, "pid": pid})
     sys.stdin.readline()
-    kc.stop_channels()
     km.shutdown_kernel(now=False)
     emit({"done": True})
 

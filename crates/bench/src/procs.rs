@@ -55,18 +55,32 @@ impl Drop for Child {
     }
 }
 
-/// Spawns the built-in kernel, `kernelgate kernel -f FILE`, and waits until it has written its
-/// connection file (atomically, so an existing file is complete).
+/// The built-in kernel's program and leading arguments for the `kernelgate` binary `bin`: the
+/// lean `kernelgate-kernel` next to it if there is one (as the host and the installed
+/// kernelspec use), else `kernelgate kernel`.
+pub fn builtin_kernel_command(bin: &Path) -> (PathBuf, &'static [&'static str]) {
+    let lean = bin.with_file_name("kernelgate-kernel");
+    if lean.is_file() {
+        (lean, &[])
+    } else {
+        (bin.to_path_buf(), &["kernel"])
+    }
+}
+
+/// Spawns the built-in kernel (see [`builtin_kernel_command`]) with `-f FILE`, and waits until it
+/// has written its connection file (atomically, so an existing file is complete).
 pub fn start_builtin_kernel(bin: &Path, file: &Path) -> Result<Child> {
     let t0 = Instant::now();
-    let child = Command::new(bin)
-        .args(["kernel", "--log", "warn", "-f"])
+    let (program, lead) = builtin_kernel_command(bin);
+    let child = Command::new(&program)
+        .args(lead)
+        .args(["--log", "warn", "-f"])
         .arg(file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {}", program.display()))?;
     let mut kernel = Child(child);
     while !file.exists() {
         if let Some(status) = kernel.0.try_wait()? {
@@ -101,7 +115,8 @@ pub fn vmrss_mib(pid: u32) -> Result<f64> {
 }
 
 /// The release `kernelgate` binary: `explicit`, else `<target dir>/release/kernelgate` (the target
-/// dir this bench binary lives in), brought up to date with `cargo build --release`.
+/// dir this bench binary lives in), brought up to date with `cargo build --release`, together
+/// with the lean `kernelgate-kernel` beside it.
 pub fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
@@ -114,16 +129,17 @@ pub fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     let bin = target.join("release/kernelgate");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
-        "building {} (cargo build --release --bin kernelgate) ...",
+        "building {} (cargo build --release -p kernelgate -p kernelgate-kernel --bins) ...",
         bin.display()
     );
     let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--bin", "kernelgate"])
+        .args(["build", "--release", "--quiet", "-p", "kernelgate", "-p"])
+        .args(["kernelgate-kernel", "--bins"])
         .env("CARGO_TARGET_DIR", target)
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .status()
-        .context("running cargo build --release --bin kernelgate")?;
+        .context("running cargo build --release -p kernelgate -p kernelgate-kernel --bins")?;
     if !status.success() || !bin.exists() {
         bail!(
             "no up-to-date kernelgate binary at {} (cargo: {status}); build it with \

@@ -304,15 +304,19 @@ pub fn interrupt_mode(spec: &LaunchSpec) -> InterruptMode {
     spec.spec.interrupt_mode
 }
 
-/// The built-in Rhai kernel's spec: `exe kernel -f {connection_file}`.
+/// The built-in Rhai kernel's spec: `exe kernel -f {connection_file}`, or the lean
+/// `kernelgate-kernel -f {connection_file}` when that binary sits next to `exe` (the same kernel
+/// without the host's code pages; see `kernelgate_kernel::standalone::builtin_argv`).
 pub fn builtin_spec(exe: &Path) -> LaunchSpec {
+    let lean = exe.with_file_name("kernelgate-kernel");
+    let mut argv = if lean.is_file() {
+        vec![lean.to_string_lossy().into_owned()]
+    } else {
+        vec![exe.to_string_lossy().into_owned(), "kernel".into()]
+    };
+    argv.extend(["-f".into(), "{connection_file}".into()]);
     let spec = KernelSpec {
-        argv: vec![
-            exe.to_string_lossy().into_owned(),
-            "kernel".into(),
-            "-f".into(),
-            "{connection_file}".into(),
-        ],
+        argv,
         display_name: "Rhai (kernelgate built-in)".into(),
         language: "rhai".into(),
         env: BTreeMap::new(),

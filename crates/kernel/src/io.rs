@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kernelgate_wire::content::{InputReply, InputRequest};
 use kernelgate_wire::{iopub_topic, Channel, Message, Session};
@@ -10,43 +10,144 @@ use kernelgate_zmq::{poll, Latch, PollEvents, PollItem, Socket};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::answer::{Answering, Frames};
 use kernelgate_wire::Rejections;
+
+/// How long the busy status and execute_input of a running cell may be held back (see
+/// [`Publisher::hold`]) before a progress check ([`ExecContext::interrupted`]) sends them.
+const HOLD_AT_MOST: Duration = Duration::from_millis(1);
 
 /// Publishes on IOPub. Shared by the shell and control threads (a libzmq socket may be used by
 /// several threads when access is serialized, which the mutex does).
+///
+/// Messages can be held back and sent with the next one: a short request's busy, execute_input,
+/// result, reply and idle then leave in one burst, which wakes libzmq's I/O thread once instead
+/// of once per message (on a 2-core machine each wake-up is a context switch on the critical
+/// path). Whatever is sent next always sends the held messages first, so the protocol order
+/// holds.
 pub struct Publisher {
-    socket: Mutex<Socket>,
+    out: Mutex<Outbox>,
+    /// Whether `out.held` is non-empty, read without the lock by progress checks.
+    holding: AtomicBool,
     session: Session,
     kernel_id: String,
+}
+
+struct Outbox {
+    socket: Socket,
+    held: Vec<Frames>,
+    held_since: Option<Instant>,
+}
+
+impl Outbox {
+    fn send(&self, frames: &Frames) {
+        // PUB never blocks: with no subscriber or a full queue the message is dropped, as in
+        // every Jupyter kernel.
+        if let Err(e) = self.socket.send_multipart(frames, true) {
+            tracing::debug!("iopub send failed: {e}");
+        }
+    }
+
+    fn flush(&mut self, holding: &AtomicBool) {
+        for frames in std::mem::take(&mut self.held) {
+            self.send(&frames);
+        }
+        self.held_since = None;
+        holding.store(false, Ordering::Release);
+    }
 }
 
 impl Publisher {
     pub(crate) fn new(socket: Socket, session: Session, kernel_id: String) -> Publisher {
         Publisher {
-            socket: Mutex::new(socket),
+            out: Mutex::new(Outbox {
+                socket,
+                held: Vec::new(),
+                held_since: None,
+            }),
+            holding: AtomicBool::new(false),
             session,
             kernel_id,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kernel id of the IOPub topics.
+    pub(crate) fn kernel_id(&self) -> &str {
+        &self.kernel_id
+    }
+
     /// Publishes a message of `msg_type` with `content`, child of `parent`.
     pub fn publish<C: Serialize>(&self, msg_type: &str, content: &C, parent: Option<&Message>) {
         let topic = vec![iopub_topic(&self.kernel_id, msg_type)];
-        let Some(frames) = encode_child(&self.session, msg_type, content, parent, Some(topic))
-        else {
-            return;
-        };
-        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        // PUB never blocks: with no subscriber or a full queue the message is dropped, as in
-        // every Jupyter kernel.
-        if let Err(e) = socket.send_multipart(&frames, true) {
-            tracing::debug!("iopub send of {msg_type} failed: {e}");
+        if let Some(frames) = encode_child(&self.session, msg_type, content, parent, Some(topic)) {
+            self.send(frames);
         }
     }
 
     /// Publishes `status` with `execution_state`.
     pub fn status(&self, state: &str, parent: Option<&Message>) {
         self.publish("status", &json!({ "execution_state": state }), parent);
+    }
+
+    /// Sends the held messages, then `frames`.
+    pub(crate) fn send(&self, frames: Frames) {
+        let mut out = self.lock();
+        out.flush(&self.holding);
+        out.send(&frames);
+    }
+
+    /// Holds `frames` back until something else is sent (or [`Publisher::flush`]).
+    pub(crate) fn hold(&self, frames: Frames) {
+        let mut out = self.lock();
+        out.held.push(frames);
+        out.held_since.get_or_insert_with(Instant::now);
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Sends the held messages now.
+    pub(crate) fn flush(&self) {
+        if self.holding.load(Ordering::Acquire) {
+            self.lock().flush(&self.holding);
+        }
+    }
+
+    /// Sends the held messages if they have waited longer than [`HOLD_AT_MOST`]: a long cell
+    /// shows busy soon, not only when it ends. Cheap when nothing is held.
+    pub(crate) fn flush_if_stale(&self) {
+        if !self.holding.load(Ordering::Acquire) {
+            return;
+        }
+        let mut out = self.lock();
+        if out.held_since.is_some_and(|t| t.elapsed() >= HOLD_AT_MOST) {
+            out.flush(&self.holding);
+        }
+    }
+
+    /// Ends a request: sends the held messages, `iopub`, the `reply` on its socket and `last`
+    /// back to back, in that order.
+    pub(crate) fn finish(
+        &self,
+        iopub: Vec<Frames>,
+        reply: Option<(&Socket, Frames)>,
+        last: Option<Frames>,
+    ) {
+        let mut out = self.lock();
+        out.flush(&self.holding);
+        for frames in &iopub {
+            out.send(frames);
+        }
+        if let Some((socket, frames)) = reply {
+            if let Err(e) = socket.send_multipart(&frames, true) {
+                tracing::warn!("cannot send a reply: {e}");
+            }
+        }
+        if let Some(frames) = last {
+            out.send(&frames);
+        }
     }
 }
 
@@ -152,7 +253,7 @@ pub struct ExecContext {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) stdin: Arc<Mutex<Stdin>>,
     pub(crate) session: Session,
-    pub(crate) parent: Arc<Message>,
+    pub(crate) answering: Arc<Answering>,
     pub(crate) allow_stdin: bool,
     pub(crate) flags: Flags,
     pub(crate) rejections: Arc<Rejections>,
@@ -160,32 +261,35 @@ pub struct ExecContext {
 }
 
 impl ExecContext {
+    fn send<C: Serialize + ?Sized>(&self, msg_type: &str, content: &C) {
+        if let Some(frames) = self.answering.iopub(msg_type, content) {
+            self.publisher.send(frames);
+        }
+    }
+
     /// Sends text to the `stdout` or `stderr` stream.
     pub fn stream(&self, name: &str, text: &str) {
-        self.publisher.publish(
-            "stream",
-            &json!({ "name": name, "text": text }),
-            Some(&self.parent),
-        );
+        self.send("stream", &json!({ "name": name, "text": text }));
     }
 
     /// Displays a MIME bundle.
     pub fn display(&self, data: crate::MimeBundle) {
-        self.publisher.publish(
+        self.send(
             "display_data",
             &json!({ "data": data, "metadata": {}, "transient": {} }),
-            Some(&self.parent),
         );
     }
 
     /// Publishes any IOPub message as a child of the current request.
     pub fn publish(&self, msg_type: &str, content: &Value) {
-        self.publisher
-            .publish(msg_type, content, Some(&self.parent));
+        self.send(msg_type, content);
     }
 
-    /// Whether the running code should stop (interrupt or shutdown).
+    /// Whether the running code should stop (interrupt or shutdown). Call it in long work:
+    /// it also publishes the cell's busy status once the cell has run for a millisecond (the
+    /// framework holds it back so that a short cell's messages leave together).
     pub fn interrupted(&self) -> bool {
+        self.publisher.flush_if_stale();
         self.flags.interrupt.load(Ordering::Relaxed) || self.flags.shutdown.load(Ordering::Relaxed)
     }
 
@@ -205,14 +309,12 @@ impl ExecContext {
             password,
             ..Default::default()
         };
-        let msg = self
-            .session
-            .message(InputRequest::MSG_TYPE, &request, Some(&self.parent))
-            .map_err(|e| InputError::Transport(e.to_string()))?;
-        let frames = self
-            .session
-            .encode(&msg)
-            .map_err(|e| InputError::Transport(e.to_string()))?;
+        let (prompt_id, frames) = self
+            .answering
+            .to_requester(InputRequest::MSG_TYPE, &request)
+            .ok_or_else(|| InputError::Transport("cannot build the input_request".into()))?;
+        // The frontend must see busy (and execute_input) before the prompt.
+        self.publisher.flush();
         let stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         // Drop stale replies to earlier prompts before asking.
         while let Ok(_stale) = stdin.socket.recv_multipart(true) {}
@@ -244,7 +346,7 @@ impl ExecContext {
                 Ok(reply)
                     if reply.msg_type() == InputReply::MSG_TYPE
                         && (reply.parent_header.is_none()
-                            || reply.parent_msg_id() == msg.header.msg_id) =>
+                            || reply.parent_msg_id() == prompt_id) =>
                 {
                     let value = reply
                         .content

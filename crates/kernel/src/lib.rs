@@ -4,8 +4,10 @@
 //! channels, verifies every message (refusals are counted and logged, the kernel keeps serving),
 //! publishes busy/idle around every request, counts executions, keeps history, serves control
 //! requests while the shell is busy, and relays input requests over stdin. The built-in kernel,
-//! [`rhai::RhaiKernel`], runs the Rhai scripting language with resource limits.
+//! [`rhai::RhaiKernel`], runs the Rhai scripting language with resource limits; [`standalone`]
+//! runs it as a process (`kernelgate kernel`, and the lean `kernelgate-kernel` binary).
 
+mod answer;
 mod control;
 mod handler;
 mod history;
@@ -14,6 +16,7 @@ mod rejections;
 pub mod rhai;
 mod server;
 mod shell;
+pub mod standalone;
 
 pub use handler::{Completeness, Completion, Kernel, KernelInfo, MimeBundle, Outcome};
 pub use io::{ExecContext, Flags, InputError};

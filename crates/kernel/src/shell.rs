@@ -11,11 +11,12 @@ use kernelgate_wire::{Channel, Message, Session};
 use kernelgate_zmq::Socket;
 use serde_json::{json, Value};
 
+use crate::answer::{Answering, Frames};
 use crate::control::shutdown;
 use crate::handler::{Completeness, Kernel, KernelInfo, Outcome};
 use crate::history::History;
 use crate::io::{ExecContext, Flags, Publisher, Stdin};
-use crate::server::{kernel_info_reply, receive, send_reply, wait_readable};
+use crate::server::{kernel_info_reply, receive, wait_readable};
 use kernelgate_wire::Rejections;
 
 pub(crate) struct ShellLoop {
@@ -34,37 +35,79 @@ pub(crate) struct ShellLoop {
 
 impl ShellLoop {
     pub(crate) fn run<K: Kernel>(&mut self, kernel: &mut K) {
-        while let Some(ready) = wait_readable(&self.socket, &self.flags) {
-            if !ready {
-                continue;
+        // Try a receive before waiting: a request queued behind the one just served is taken
+        // without another zmq_poll.
+        let mut try_first = true;
+        while !self.flags.shutting_down() {
+            if !try_first {
+                match wait_readable(&self.socket, &self.flags) {
+                    None => break,
+                    Some(false) => continue,
+                    Some(true) => {}
+                }
             }
-            let Some(msg) = receive(
+            match receive(
                 &self.socket,
                 &self.session,
                 Channel::Shell,
                 &self.rejections,
-            ) else {
-                continue;
-            };
-            let msg = msg.into_inner();
-            self.flags.busy.store(true, Ordering::SeqCst);
-            self.publisher.status("busy", Some(&msg));
-            let errored = self.dispatch(kernel, &msg);
-            self.publisher.status("idle", Some(&msg));
-            self.flags.busy.store(false, Ordering::SeqCst);
-            if errored {
-                self.abort_queued(kernel);
+            ) {
+                Some(msg) => {
+                    self.serve(kernel, msg.into_inner(), false);
+                    try_first = true;
+                }
+                None => try_first = false,
             }
         }
     }
 
-    /// Handles one request. Returns true when an execute_request failed with stop_on_error.
-    fn dispatch<K: Kernel>(&mut self, kernel: &mut K, msg: &Message) -> bool {
+    /// Serves one request between busy and idle (an execute_request queued behind a failed cell
+    /// is answered `aborted` when `abort` is set). Busy is held back and leaves with the first
+    /// output or with the reply; the reply and idle leave back to back.
+    fn serve<K: Kernel>(&mut self, kernel: &mut K, msg: Message, abort: bool) {
+        let answering = match Answering::new(&self.session, self.publisher.kernel_id(), &msg) {
+            Ok(a) => Arc::new(a),
+            Err(e) => {
+                tracing::error!("cannot answer {}: {e}", msg.msg_type());
+                return;
+            }
+        };
+        self.flags.busy.store(true, Ordering::SeqCst);
+        if let Some(busy) = answering.status("busy") {
+            self.publisher.hold(busy);
+        }
+        let mut answer = Answer::default();
+        if abort && msg.msg_type() == "execute_request" {
+            let reply = json!({ "status": "aborted", "execution_count": self.execution_count });
+            answer.reply = answering.reply("execute_reply", &reply);
+        } else {
+            self.dispatch(kernel, &msg, &answering, &mut answer);
+        }
+        let idle = answering.status("idle");
+        self.publisher.finish(
+            answer.iopub,
+            answer.reply.map(|r| (&self.socket, r)),
+            idle,
+        );
+        self.flags.busy.store(false, Ordering::SeqCst);
+        if answer.errored {
+            self.abort_queued(kernel);
+        }
+    }
+
+    /// Handles one request, leaving what it sends in `answer`.
+    fn dispatch<K: Kernel>(
+        &mut self,
+        kernel: &mut K,
+        msg: &Message,
+        answering: &Arc<Answering>,
+        answer: &mut Answer,
+    ) {
         match msg.msg_type() {
             "kernel_info_request" => {
-                self.reply("kernel_info_reply", &kernel_info_reply(&self.info), msg);
+                answer.reply = answering.reply("kernel_info_reply", &kernel_info_reply(&self.info));
             }
-            "execute_request" => return self.execute(kernel, msg),
+            "execute_request" => self.execute(kernel, msg, answering, answer),
             "complete_request" => match msg.content_as::<CompleteRequest>() {
                 Ok(req) => {
                     let c = kernel.complete(&req.code, req.cursor_pos);
@@ -72,9 +115,9 @@ impl ShellLoop {
                         "status": "ok", "matches": c.matches, "cursor_start": c.cursor_start,
                         "cursor_end": c.cursor_end, "metadata": {},
                     });
-                    self.reply("complete_reply", &reply, msg);
+                    answer.reply = answering.reply("complete_reply", &reply);
                 }
-                Err(e) => self.reply_error("complete_reply", &e, msg),
+                Err(e) => answer.reply = self.reply_error("complete_reply", &e, answering),
             },
             "inspect_request" => match msg.content_as::<InspectRequest>() {
                 Ok(req) => {
@@ -83,9 +126,9 @@ impl ShellLoop {
                         "status": "ok", "found": found.is_some(),
                         "data": found.unwrap_or_default(), "metadata": {},
                     });
-                    self.reply("inspect_reply", &reply, msg);
+                    answer.reply = answering.reply("inspect_reply", &reply);
                 }
-                Err(e) => self.reply_error("inspect_reply", &e, msg),
+                Err(e) => answer.reply = self.reply_error("inspect_reply", &e, answering),
             },
             "is_complete_request" => match msg.content_as::<IsCompleteRequest>() {
                 Ok(req) => {
@@ -97,63 +140,68 @@ impl ShellLoop {
                         Completeness::Invalid => json!({ "status": "invalid" }),
                         Completeness::Unknown => json!({ "status": "unknown" }),
                     };
-                    self.reply("is_complete_reply", &reply, msg);
+                    answer.reply = answering.reply("is_complete_reply", &reply);
                 }
-                Err(e) => self.reply_error("is_complete_reply", &e, msg),
+                Err(e) => answer.reply = self.reply_error("is_complete_reply", &e, answering),
             },
             "history_request" => match msg.content_as::<HistoryRequest>() {
                 Ok(req) => {
                     let reply = json!({ "status": "ok", "history": self.history.query(&req) });
-                    self.reply("history_reply", &reply, msg);
+                    answer.reply = answering.reply("history_reply", &reply);
                 }
-                Err(e) => self.reply_error("history_reply", &e, msg),
+                Err(e) => answer.reply = self.reply_error("history_reply", &e, answering),
             },
             "comm_info_request" => {
-                self.reply(
-                    "comm_info_reply",
-                    &json!({ "status": "ok", "comms": {} }),
-                    msg,
-                );
+                let reply = json!({ "status": "ok", "comms": {} });
+                answer.reply = answering.reply("comm_info_reply", &reply);
             }
             "comm_open" => {
                 // No comm targets: tell the frontend the comm is closed, as the spec asks.
                 let comm_id = msg.content.get("comm_id").cloned().unwrap_or(Value::Null);
-                self.publisher.publish(
-                    "comm_close",
-                    &json!({ "comm_id": comm_id, "data": {} }),
-                    Some(msg),
-                );
+                let close = json!({ "comm_id": comm_id, "data": {} });
+                answer.iopub.extend(answering.iopub("comm_close", &close));
             }
             "comm_msg" | "comm_close" => {}
             // Old clients send it on shell.
-            "shutdown_request" => shutdown(
-                &self.socket,
-                &self.session,
-                &self.publisher,
-                &self.flags,
-                msg,
-            ),
+            "shutdown_request" => {
+                // Busy first, then the reply that shutdown() sends itself.
+                self.publisher.flush();
+                shutdown(
+                    &self.socket,
+                    &self.session,
+                    &self.publisher,
+                    &self.flags,
+                    msg,
+                );
+            }
             other => tracing::warn!("unknown shell message type {other:?}; ignored"),
         }
-        false
     }
 
-    fn reply<C: serde::Serialize>(&self, msg_type: &str, content: &C, parent: &Message) {
-        send_reply(&self.socket, &self.session, msg_type, content, parent);
-    }
-
-    fn reply_error(&self, msg_type: &str, e: &kernelgate_wire::Error, parent: &Message) {
+    /// The error reply to a request whose content is unusable (counted as a refusal).
+    fn reply_error(
+        &self,
+        msg_type: &str,
+        e: &kernelgate_wire::Error,
+        answering: &Answering,
+    ) -> Option<Frames> {
         crate::rejections::record(&self.rejections, Channel::Shell, e);
         let reply = json!({ "status": "error", "ename": "BadRequest", "evalue": e.to_string(), "traceback": [] });
-        self.reply(msg_type, &reply, parent);
+        answering.reply(msg_type, &reply)
     }
 
-    fn execute<K: Kernel>(&mut self, kernel: &mut K, msg: &Message) -> bool {
+    fn execute<K: Kernel>(
+        &mut self,
+        kernel: &mut K,
+        msg: &Message,
+        answering: &Arc<Answering>,
+        answer: &mut Answer,
+    ) {
         let req = match msg.content_as::<ExecuteRequest>() {
             Ok(r) => r,
             Err(e) => {
-                self.reply_error("execute_reply", &e, msg);
-                return false;
+                answer.reply = self.reply_error("execute_reply", &e, answering);
+                return;
             }
         };
         let store = req.store_history && !req.silent;
@@ -162,18 +210,17 @@ impl ShellLoop {
         }
         let count = self.execution_count;
         if !req.silent {
-            self.publisher.publish(
-                "execute_input",
-                &json!({ "code": req.code, "execution_count": count }),
-                Some(msg),
-            );
+            let input = json!({ "code": req.code, "execution_count": count });
+            if let Some(frames) = answering.iopub("execute_input", &input) {
+                self.publisher.hold(frames);
+            }
         }
         self.flags.interrupt.store(false, Ordering::SeqCst);
         let ctx = ExecContext {
             publisher: self.publisher.clone(),
             stdin: self.stdin.clone(),
             session: self.session.clone(),
-            parent: Arc::new(msg.clone()),
+            answering: answering.clone(),
             allow_stdin: req.allow_stdin,
             flags: self.flags.clone(),
             rejections: self.rejections.clone(),
@@ -189,11 +236,10 @@ impl ShellLoop {
                     .and_then(Value::as_str)
                     .map(str::to_owned);
                 if let (Some(data), false) = (data, req.silent) {
-                    self.publisher.publish(
-                        "execute_result",
-                        &json!({ "execution_count": count, "data": data, "metadata": {} }),
-                        Some(msg),
-                    );
+                    let result = json!({ "execution_count": count, "data": data, "metadata": {} });
+                    answer
+                        .iopub
+                        .extend(answering.iopub("execute_result", &result));
                 }
                 if store {
                     self.history.record(count, &req.code, plain);
@@ -201,8 +247,7 @@ impl ShellLoop {
                 let reply = json!({
                     "status": "ok", "execution_count": count, "user_expressions": {}, "payload": [],
                 });
-                self.reply("execute_reply", &reply, msg);
-                false
+                answer.reply = answering.reply("execute_reply", &reply);
             }
             Outcome::Error {
                 ename,
@@ -212,11 +257,8 @@ impl ShellLoop {
                 if store {
                     self.history.record(count, &req.code, None);
                 }
-                self.publisher.publish(
-                    "error",
-                    &json!({ "ename": ename, "evalue": evalue, "traceback": traceback }),
-                    Some(msg),
-                );
+                let error = json!({ "ename": ename, "evalue": evalue, "traceback": traceback });
+                answer.iopub.extend(answering.iopub("error", &error));
                 if req.stop_on_error {
                     // Take what was queued while this cell ran BEFORE replying: those requests
                     // were sent without knowing of the error and are aborted; anything sent
@@ -227,8 +269,8 @@ impl ShellLoop {
                     "status": "error", "execution_count": count, "ename": ename, "evalue": evalue,
                     "traceback": traceback, "user_expressions": {}, "payload": [],
                 });
-                self.reply("execute_reply", &reply, msg);
-                req.stop_on_error
+                answer.reply = answering.reply("execute_reply", &reply);
+                answer.errored = req.stop_on_error;
             }
         }
     }
@@ -248,14 +290,18 @@ impl ShellLoop {
     /// answered `aborted` (as ipykernel does); other queued requests are served normally.
     fn abort_queued<K: Kernel>(&mut self, kernel: &mut K) {
         for msg in std::mem::take(&mut self.queued) {
-            self.publisher.status("busy", Some(&msg));
-            if msg.msg_type() == "execute_request" {
-                let reply = json!({ "status": "aborted", "execution_count": self.execution_count });
-                self.reply("execute_reply", &reply, &msg);
-            } else {
-                self.dispatch(kernel, &msg);
-            }
-            self.publisher.status("idle", Some(&msg));
+            self.serve(kernel, msg, true);
         }
     }
+}
+
+/// What serving a request sends besides busy and idle.
+#[derive(Default)]
+struct Answer {
+    /// IOPub messages after the held ones (execute_result, error, comm_close).
+    iopub: Vec<Frames>,
+    /// The reply on shell.
+    reply: Option<Frames>,
+    /// An execute_request failed with stop_on_error: the queued requests are aborted next.
+    errored: bool,
 }

@@ -13,8 +13,9 @@
 //! - `memory`: VmRSS of the kernel process, fresh and after the round trips.
 //!
 //! The Python cases run in `python/peers/bench_kernel.py` (jupyter_client's `BlockingKernelClient`,
-//! ipykernel started by `KernelManager`); our kernel is `kernelgate kernel -f FILE` of the release
-//! build (located next to this binary, else built with `cargo build --release --bin kernelgate`).
+//! ipykernel started by `KernelManager`); our kernel is the release build's lean
+//! `kernelgate-kernel -f FILE` (what the host and the installed kernelspec run), or
+//! `kernelgate kernel -f FILE` when there is no lean binary next to `kernelgate`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use kernelgate_client::{BlockingKernelClient, Channel, ClientConfig, ExecuteOptions};
 use serde_json::{json, Value};
 
-use crate::procs::{kernelgate_binary, start_builtin_kernel, status_mib, vmrss_mib, Child};
+use crate::procs::{
+    builtin_kernel_command, kernelgate_binary, start_builtin_kernel, status_mib, vmrss_mib, Child,
+};
 use crate::python::{workspace_root, Python};
 
 pub(crate) mod baselines;
@@ -129,6 +132,10 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
         );
     }
     let bin = kernelgate_binary(args.kernelgate.as_deref())?;
+    if !json_out {
+        let (program, lead) = builtin_kernel_command(&bin);
+        eprintln!("our kernel: {} {}", program.display(), lead.join(" "));
+    }
     let dir = std::env::temp_dir().join(format!("kernelgate-bench-{}", std::process::id()));
     kernelgate_zmq::files::ensure_private_dir(&dir).context("creating the bench directory")?;
     let result = run_in(args, python, &bin, &dir, json_out);
@@ -375,7 +382,7 @@ fn our_client_cases(
     Ok(out)
 }
 
-/// Spawns `kernelgate kernel -f FILE` and times it to the first kernel_info reply (ms).
+/// Spawns our kernel with `-f FILE` and times it to the first kernel_info reply (ms).
 fn start_ours(bin: &Path, file: &Path) -> Result<(Child, f64)> {
     let t0 = Instant::now();
     let kernel = start_builtin_kernel(bin, file)?;

@@ -270,17 +270,17 @@ impl KernelClient {
         msg: Message,
         timeout: Duration,
     ) -> Result<String> {
-        let frames = self.session.encode(&msg)?;
+        let msg_type = msg.header.msg_type.clone();
+        let msg_id = msg.header.msg_id.clone();
+        // Consumes the message: its parts move into the frames instead of being copied.
+        let frames = self.session.encode_owned(msg)?;
         let socket = self.socket(channel)?;
         tokio::time::timeout(timeout, socket.send_multipart(&frames))
             .await
             .map_err(|_| {
-                Error::timeout(
-                    format!("sending {} on {}", msg.msg_type(), channel.name()),
-                    timeout,
-                )
+                Error::timeout(format!("sending {msg_type} on {}", channel.name()), timeout)
             })??;
-        Ok(msg.header.msg_id)
+        Ok(msg_id)
     }
 
     /// Builds, signs and sends a request with `content`; returns its msg_id.
@@ -357,7 +357,17 @@ impl KernelClient {
         msg_type: &str,
         content: Value,
     ) -> Result<Message> {
-        let id = self.send_request(channel, msg_type, &content).await?;
+        // The content moves into the message (Session::message would copy it through
+        // serde_json::to_value).
+        let msg = Message {
+            identities: Vec::new(),
+            header: self.session.header(msg_type),
+            parent_header: None,
+            metadata: serde_json::Map::new(),
+            content,
+            buffers: Vec::new(),
+        };
+        let id = self.send(channel, msg).await?;
         self.wait_reply(channel, &id, self.config.timeout).await
     }
 

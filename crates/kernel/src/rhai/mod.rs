@@ -82,10 +82,17 @@ impl RhaiKernel {
             with_current(&c, |ctx| ctx.stream("stderr", &format!("[{pos}] {text}\n")))
         });
         let f = flags.clone();
+        let c = current.clone();
         engine.on_progress(move |ops| {
             // Checked every 256 operations: cheap, and still stops a loop within microseconds.
             if ops & 0xFF != 0 {
                 return None;
+            }
+            // A long cell publishes its held-back busy status now (try_lock: never wait here).
+            if let Ok(guard) = c.try_lock() {
+                if let Some(ctx) = guard.as_ref() {
+                    ctx.publisher.flush_if_stale();
+                }
             }
             let stop = f.get().is_some_and(|flags| {
                 flags.interrupt.load(std::sync::atomic::Ordering::Relaxed)

@@ -1,0 +1,184 @@
+//! The built-in Rhai kernel as a process of its own: connection file in, kernel running until
+//! shutdown. Shared by `kernelgate kernel` and the lean `kernelgate-kernel` binary, so both
+//! behave the same; launchers prefer the lean one (see [`builtin_argv`]) because a kernel
+//! process that maps only the kernel crates touches far fewer code pages.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kernelgate_wire::{ConnectionInfo, Rejections, Transport};
+use kernelgate_zmq::files;
+
+use crate::io::Flags;
+use crate::rhai::{RhaiKernel, RhaiLimits};
+use crate::server::{BoundKernel, KernelOptions};
+
+/// File name of the lean kernel binary, installed next to the `kernelgate` binary.
+pub const LEAN_BINARY: &str = "kernelgate-kernel";
+
+/// The argv (with `{connection_file}` to substitute) that runs the built-in kernel for the
+/// `kernelgate` binary at `main_exe`: the lean binary when it sits next to it, else
+/// `kernelgate kernel`.
+pub fn builtin_argv(main_exe: &Path) -> Vec<String> {
+    let lean = main_exe.with_file_name(LEAN_BINARY);
+    let mut argv = if lean.is_file() {
+        vec![lean.to_string_lossy().into_owned()]
+    } else {
+        vec![main_exe.to_string_lossy().into_owned(), "kernel".into()]
+    };
+    argv.extend(["-f".into(), "{connection_file}".into()]);
+    argv
+}
+
+/// How to run the built-in kernel.
+#[derive(Debug, Clone)]
+pub struct StandaloneOptions {
+    /// Connection file. If it exists, its ports and key are used (as a kernel launched by
+    /// Jupyter does); otherwise a fresh key and free ports are chosen and the file is written
+    /// there, owner-only, and removed when the kernel stops. `None`: a new file in the Jupyter
+    /// runtime directory.
+    pub connection_file: Option<PathBuf>,
+    /// Address to listen on (tcp) or socket path prefix (ipc).
+    pub ip: String,
+    /// ZeroMQ transport.
+    pub transport: Transport,
+    /// Maximum Rhai operations per cell.
+    pub max_operations: u64,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Called once the sockets are bound and the interpreter is built, just before serving.
+    pub after_start: Option<fn()>,
+}
+
+impl Default for StandaloneOptions {
+    fn default() -> Self {
+        StandaloneOptions {
+            connection_file: None,
+            ip: "127.0.0.1".into(),
+            transport: Transport::Tcp,
+            max_operations: RhaiLimits::default().max_operations,
+            max_message_size: 64 << 20,
+            after_start: None,
+        }
+    }
+}
+
+/// Why the kernel could not run: a message for the user, with its context.
+#[derive(Debug)]
+pub struct StandaloneError(String);
+
+impl std::fmt::Display for StandaloneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StandaloneError {}
+
+fn fail(context: impl std::fmt::Display, e: impl std::fmt::Display) -> StandaloneError {
+    StandaloneError(format!("{context}: {e}"))
+}
+
+/// Binds, writes the connection file if it is ours, prints where it is, and serves until a
+/// shutdown request or SIGTERM/SIGHUP. Returns the counters of refused messages.
+pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneError> {
+    let (path, info, existed) = connection(&options)?;
+    let ctx = kernelgate_zmq::Context::new().map_err(|e| fail("creating the ZeroMQ context", e))?;
+    let mut kernel_options = KernelOptions::new(info);
+    let max = options.max_message_size;
+    kernel_options.session.limits.max_total_bytes = max;
+    kernel_options.session.limits.max_frame_bytes = max;
+    kernel_options.sockets.recv_limits.max_total_bytes = max;
+    // libzmq drops a peer sending a single frame above this before buffering it.
+    kernel_options.sockets.max_msg_size = Some(max as u64 + 1024);
+    let bound = BoundKernel::bind(&ctx, kernel_options)
+        .map_err(|e| fail("binding the kernel's sockets", e))?;
+    // Our own file is removed when we stop; a file given to us by a launcher is the launcher's.
+    let _cleanup = if existed {
+        None
+    } else {
+        let bytes = bound.connection_info().to_json_with_secrets();
+        files::write_private_file_atomic(&path, &bytes)
+            .map_err(|e| fail(format_args!("writing connection file {}", path.display()), e))?;
+        Some(files::RemoveOnDrop::new(path.clone()))
+    };
+    println!(
+        "kernelgate: built-in kernel ready; connection file: {}",
+        path.display()
+    );
+    println!(
+        "kernelgate: connect with: kernelgate console --existing {}",
+        path.display()
+    );
+
+    let flags = Flags::default();
+    install_signals(&flags).map_err(|e| fail("installing signal handlers", e))?;
+    let limits = RhaiLimits {
+        max_operations: options.max_operations,
+        ..RhaiLimits::default()
+    };
+    let kernel = RhaiKernel::new(limits);
+    if let Some(after_start) = options.after_start {
+        after_start();
+    }
+    bound
+        .run(kernel, flags)
+        .map_err(|e| fail("running the kernel", e))
+}
+
+/// SIGTERM and SIGHUP shut down. SIGINT interrupts running code (what Jupyter launchers send);
+/// in a terminal, Ctrl-C at an idle kernel shuts it down cleanly.
+fn install_signals(flags: &Flags) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let interactive = std::io::stdin().is_terminal();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let flags = flags.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let idle_in_terminal = interactive && !flags.busy.load(Ordering::SeqCst);
+                if signal == SIGINT && !idle_in_terminal {
+                    flags.interrupt.store(true, Ordering::SeqCst);
+                } else {
+                    flags.request_shutdown();
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// The connection file's path, its info, and whether it existed (then it is the launcher's).
+fn connection(
+    options: &StandaloneOptions,
+) -> Result<(PathBuf, ConnectionInfo, bool), StandaloneError> {
+    if let Some(path) = &options.connection_file {
+        if path.exists() {
+            let shown = path.display();
+            let bytes = std::fs::read(path).map_err(|e| fail(format_args!("reading {shown}"), e))?;
+            let info = ConnectionInfo::from_json(&bytes)
+                .map_err(|e| fail(format_args!("connection file {shown}"), e))?;
+            return Ok((path.clone(), info, true));
+        }
+    }
+    if options.transport == Transport::Ipc && options.ip == "127.0.0.1" {
+        return Err(StandaloneError(
+            "--transport ipc needs --ip set to a socket path prefix in a private directory".into(),
+        ));
+    }
+    let mut info = ConnectionInfo::generate(options.transport, &options.ip)
+        .map_err(|e| fail("generating the connection info", e))?;
+    info.kernel_name = "rhai".into();
+    let path = match &options.connection_file {
+        Some(p) => p.clone(),
+        None => {
+            let dir = files::runtime_dir();
+            files::ensure_private_dir(&dir)
+                .map_err(|e| fail(format_args!("runtime directory {}", dir.display()), e))?;
+            dir.join(format!("kernel-{}.json", uuid::Uuid::new_v4()))
+        }
+    };
+    Ok((path, info, false))
+}

@@ -1,0 +1,183 @@
+//! The order a client sees a request's messages in, now that busy and execute_input are held
+//! back and sent with the outputs: busy, execute_input, outputs, execute_result, idle on IOPub;
+//! and a long cell still shows busy while it runs.
+
+use std::time::{Duration, Instant};
+
+use kernelgate_kernel::rhai::{RhaiKernel, RhaiLimits};
+use kernelgate_kernel::{BoundKernel, Flags, KernelOptions};
+use kernelgate_wire::{Channel, ConnectionInfo, Message, Session, SessionConfig, Transport};
+use kernelgate_zmq::{poll, Context, PollEvents, PollItem, Socket, SocketType};
+use serde_json::{json, Value};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+struct Client {
+    session: Session,
+    shell: Socket,
+    iopub: Socket,
+}
+
+impl Client {
+    fn connect(ctx: &Context, info: &ConnectionInfo) -> Result<Client, Box<dyn std::error::Error>> {
+        let session = Session::new(info.signer(false)?, SessionConfig::default());
+        let shell = ctx.socket(SocketType::Dealer)?;
+        shell.connect(&info.endpoint(Channel::Shell))?;
+        let iopub = ctx.socket(SocketType::Sub)?;
+        iopub.subscribe(b"")?;
+        iopub.connect(&info.endpoint(Channel::IoPub))?;
+        Ok(Client {
+            session,
+            shell,
+            iopub,
+        })
+    }
+
+    fn send(&self, msg_type: &str, content: Value) -> Result<String, Box<dyn std::error::Error>> {
+        let msg = self.session.message(msg_type, &content, None)?;
+        self.shell.send_multipart(&self.session.encode(&msg)?, false)?;
+        Ok(msg.header.msg_id)
+    }
+
+    /// The next message on `socket` within `timeout`, verified.
+    fn recv(socket: &Socket, session: &Session, timeout: Duration) -> Option<Message> {
+        let mut items = [PollItem::new(socket, PollEvents::READABLE)];
+        match poll(&mut items, Some(timeout)) {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+        let frames = socket.recv_multipart(true).ok()?;
+        session.receive(frames).ok().map(|m| m.into_inner())
+    }
+
+    /// IOPub messages of request `id` until its idle: (msg_type, execution_state or "").
+    fn iopub_until_idle(&self, id: &str) -> Vec<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let Some(m) = Self::recv(&self.iopub, &self.session, Duration::from_millis(100)) else {
+                continue;
+            };
+            if m.parent_msg_id() != id {
+                continue;
+            }
+            let state = m.content["execution_state"].as_str().unwrap_or("").to_owned();
+            let idle = state == "idle";
+            seen.push((m.msg_type().to_owned(), state));
+            if idle {
+                break;
+            }
+        }
+        seen
+    }
+
+    fn reply(&self, id: &str, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(m) = Self::recv(&self.shell, &self.session, Duration::from_millis(100)) {
+                if m.parent_msg_id() == id {
+                    return Some(m);
+                }
+            }
+        }
+        None
+    }
+}
+
+fn execute(code: &str) -> Value {
+    json!({"code": code, "silent": false, "store_history": true, "user_expressions": {},
+        "allow_stdin": false, "stop_on_error": true})
+}
+
+#[test]
+fn busy_input_outputs_result_idle_in_order() -> TestResult {
+    let ctx = Context::new()?;
+    let info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?;
+    let bound = BoundKernel::bind(&ctx, KernelOptions::new(info))?;
+    let info = bound.connection_info().clone();
+    let flags = Flags::default();
+    let run_flags = flags.clone();
+    let kernel = std::thread::spawn(move || {
+        bound
+            .run(RhaiKernel::new(RhaiLimits::default()), run_flags)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let client = Client::connect(&ctx, &info)?;
+
+    // Until the subscription has joined: kernel_info until its idle arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let id = client.send("kernel_info_request", json!({}))?;
+        client.reply(&id, Duration::from_secs(5)).ok_or("no kernel_info_reply")?;
+        let seen = client.iopub_until_idle_within(&id, Duration::from_millis(300));
+        if !seen.is_empty() {
+            assert_eq!(
+                seen,
+                [("status".into(), "busy".into()), ("status".into(), "idle".into())]
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "IOPub never delivered");
+    }
+
+    let id = client.send("execute_request", execute("print(\"hi\"); 40 + 2"))?;
+    let reply = client.reply(&id, Duration::from_secs(20)).ok_or("no execute_reply")?;
+    assert_eq!(reply.content["status"], "ok");
+    let types: Vec<String> = client
+        .iopub_until_idle(&id)
+        .into_iter()
+        .map(|(t, s)| if s.is_empty() { t } else { s })
+        .collect();
+    assert_eq!(
+        types,
+        ["busy", "execute_input", "stream", "execute_result", "idle"]
+    );
+
+    // A long cell: busy arrives while it still runs, long before the reply.
+    let id = client.send(
+        "execute_request",
+        execute("let x = 0; for i in 0..2000000 { x += i; } x"),
+    )?;
+    let first = loop {
+        let m = Client::recv(&client.iopub, &client.session, Duration::from_secs(20))
+            .ok_or("nothing on IOPub")?;
+        if m.parent_msg_id() == id {
+            break m;
+        }
+    };
+    assert_eq!(first.content["execution_state"], "busy");
+    assert!(
+        client.reply(&id, Duration::from_millis(1)).is_none(),
+        "the reply came with busy: busy was held until the end"
+    );
+    let reply = client.reply(&id, Duration::from_secs(120)).ok_or("no execute_reply")?;
+    assert_eq!(reply.content["status"], "ok");
+
+    flags.request_shutdown();
+    kernel.join().map_err(|_| "kernel thread panicked")??;
+    Ok(())
+}
+
+impl Client {
+    /// Like [`Client::iopub_until_idle`], giving up after `timeout` (empty if nothing came).
+    fn iopub_until_idle_within(&self, id: &str, timeout: Duration) -> Vec<(String, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let Some(m) = Self::recv(&self.iopub, &self.session, Duration::from_millis(20)) else {
+                continue;
+            };
+            if m.parent_msg_id() != id {
+                continue;
+            }
+            let state = m.content["execution_state"].as_str().unwrap_or("").to_owned();
+            let idle = state == "idle";
+            seen.push((m.msg_type().to_owned(), state));
+            if idle {
+                break;
+            }
+        }
+        seen
+    }
+}
