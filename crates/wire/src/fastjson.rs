@@ -18,7 +18,9 @@ use crate::message::Header;
 /// Nesting deeper than this goes to serde_json (which has its own recursion limit).
 const MAX_DEPTH: usize = 32;
 
-/// Maps usually hold a handful of keys: sized once on the first key instead of growing twice.
+/// A part's top-level object (content, metadata) usually holds a handful of keys: it is sized
+/// once instead of growing twice. Nested objects grow as serde_json's do, so input made of many
+/// tiny objects costs no more memory than it would with serde_json.
 const MAP_START: usize = 8;
 
 /// The whole of `bytes` as one JSON value, or `None` to use serde_json.
@@ -168,7 +170,11 @@ impl<'a> Cursor<'a> {
             self.pos += 1;
             return Some(Map::new());
         }
-        let mut map = Map::with_capacity(MAP_START);
+        let mut map = if depth == 0 {
+            Map::with_capacity(MAP_START)
+        } else {
+            Map::new()
+        };
         loop {
             self.skip_ws();
             let key = self.string()?.into_owned();
