@@ -35,8 +35,13 @@ impl Answering {
     }
 
     /// The reply of type `msg_type`, routed back to the requester.
-    pub(crate) fn reply<C: Serialize + ?Sized>(&self, msg_type: &str, content: &C) -> Option<Frames> {
-        self.to_requester(msg_type, content).map(|(_, frames)| frames)
+    pub(crate) fn reply<C: Serialize + ?Sized>(
+        &self,
+        msg_type: &str,
+        content: &C,
+    ) -> Option<Frames> {
+        self.to_requester(msg_type, content)
+            .map(|(_, frames)| frames)
     }
 
     /// A message of type `msg_type` routed to the requester (a reply, or an input_request on
@@ -50,9 +55,14 @@ impl Answering {
     }
 
     /// An IOPub message of type `msg_type`, child of the request.
-    pub(crate) fn iopub<C: Serialize + ?Sized>(&self, msg_type: &str, content: &C) -> Option<Frames> {
+    pub(crate) fn iopub<C: Serialize + ?Sized>(
+        &self,
+        msg_type: &str,
+        content: &C,
+    ) -> Option<Frames> {
         let topic = vec![iopub_topic(&self.kernel_id, msg_type)];
-        self.encode(topic, msg_type, content).map(|(_, frames)| frames)
+        self.encode(topic, msg_type, content)
+            .map(|(_, frames)| frames)
     }
 
     /// The `status` message with `execution_state`.
@@ -87,10 +97,10 @@ impl Answering {
             return None;
         }
         const METADATA: &[u8] = b"{}";
-        let signature = self
-            .session
-            .signer()
-            .sign(&[&header, &self.parent_header, METADATA, &content]);
+        let signature =
+            self.session
+                .signer()
+                .sign(&[&header, &self.parent_header, METADATA, &content]);
         frames.reserve(6);
         frames.push(DELIMITER.to_vec());
         frames.push(signature);

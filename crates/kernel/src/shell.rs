@@ -84,11 +84,8 @@ impl ShellLoop {
             self.dispatch(kernel, &msg, &answering, &mut answer);
         }
         let idle = answering.status("idle");
-        self.publisher.finish(
-            answer.iopub,
-            answer.reply.map(|r| (&self.socket, r)),
-            idle,
-        );
+        self.publisher
+            .finish(answer.iopub, answer.reply.map(|r| (&self.socket, r)), idle);
         self.flags.busy.store(false, Ordering::SeqCst);
         if answer.errored {
             self.abort_queued(kernel);

@@ -100,8 +100,12 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
         None
     } else {
         let bytes = bound.connection_info().to_json_with_secrets();
-        files::write_private_file_atomic(&path, &bytes)
-            .map_err(|e| fail(format_args!("writing connection file {}", path.display()), e))?;
+        files::write_private_file_atomic(&path, &bytes).map_err(|e| {
+            fail(
+                format_args!("writing connection file {}", path.display()),
+                e,
+            )
+        })?;
         Some(files::RemoveOnDrop::new(path.clone()))
     };
     println!(
@@ -157,7 +161,8 @@ fn connection(
     if let Some(path) = &options.connection_file {
         if path.exists() {
             let shown = path.display();
-            let bytes = std::fs::read(path).map_err(|e| fail(format_args!("reading {shown}"), e))?;
+            let bytes =
+                std::fs::read(path).map_err(|e| fail(format_args!("reading {shown}"), e))?;
             let info = ConnectionInfo::from_json(&bytes)
                 .map_err(|e| fail(format_args!("connection file {shown}"), e))?;
             return Ok((path.clone(), info, true));

@@ -35,7 +35,8 @@ impl Client {
 
     fn send(&self, msg_type: &str, content: Value) -> Result<String, Box<dyn std::error::Error>> {
         let msg = self.session.message(msg_type, &content, None)?;
-        self.shell.send_multipart(&self.session.encode(&msg)?, false)?;
+        self.shell
+            .send_multipart(&self.session.encode(&msg)?, false)?;
         Ok(msg.header.msg_id)
     }
 
@@ -61,7 +62,13 @@ impl Client {
             if m.parent_msg_id() != id {
                 continue;
             }
-            let state = m.content["execution_state"].as_str().unwrap_or("").to_owned();
+            let state = m
+                .content
+                .get("execution_state")
+                .unwrap_or(&Value::Null)
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
             let idle = state == "idle";
             seen.push((m.msg_type().to_owned(), state));
             if idle {
@@ -109,12 +116,17 @@ fn busy_input_outputs_result_idle_in_order() -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let id = client.send("kernel_info_request", json!({}))?;
-        client.reply(&id, Duration::from_secs(5)).ok_or("no kernel_info_reply")?;
+        client
+            .reply(&id, Duration::from_secs(5))
+            .ok_or("no kernel_info_reply")?;
         let seen = client.iopub_until_idle_within(&id, Duration::from_millis(300));
         if !seen.is_empty() {
             assert_eq!(
                 seen,
-                [("status".into(), "busy".into()), ("status".into(), "idle".into())]
+                [
+                    ("status".into(), "busy".into()),
+                    ("status".into(), "idle".into())
+                ]
             );
             break;
         }
@@ -122,8 +134,10 @@ fn busy_input_outputs_result_idle_in_order() -> TestResult {
     }
 
     let id = client.send("execute_request", execute("print(\"hi\"); 40 + 2"))?;
-    let reply = client.reply(&id, Duration::from_secs(20)).ok_or("no execute_reply")?;
-    assert_eq!(reply.content["status"], "ok");
+    let reply = client
+        .reply(&id, Duration::from_secs(20))
+        .ok_or("no execute_reply")?;
+    assert_eq!(reply.content.get("status"), Some(&json!("ok")));
     let types: Vec<String> = client
         .iopub_until_idle(&id)
         .into_iter()
@@ -146,13 +160,15 @@ fn busy_input_outputs_result_idle_in_order() -> TestResult {
             break m;
         }
     };
-    assert_eq!(first.content["execution_state"], "busy");
+    assert_eq!(first.content.get("execution_state"), Some(&json!("busy")));
     assert!(
         client.reply(&id, Duration::from_millis(1)).is_none(),
         "the reply came with busy: busy was held until the end"
     );
-    let reply = client.reply(&id, Duration::from_secs(120)).ok_or("no execute_reply")?;
-    assert_eq!(reply.content["status"], "ok");
+    let reply = client
+        .reply(&id, Duration::from_secs(120))
+        .ok_or("no execute_reply")?;
+    assert_eq!(reply.content.get("status"), Some(&json!("ok")));
 
     flags.request_shutdown();
     kernel.join().map_err(|_| "kernel thread panicked")??;
@@ -171,7 +187,13 @@ impl Client {
             if m.parent_msg_id() != id {
                 continue;
             }
-            let state = m.content["execution_state"].as_str().unwrap_or("").to_owned();
+            let state = m
+                .content
+                .get("execution_state")
+                .unwrap_or(&Value::Null)
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
             let idle = state == "idle";
             seen.push((m.msg_type().to_owned(), state));
             if idle {
