@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Do not re-adopt kernels left by a previous run.
     #[arg(long)]
     no_recover: bool,
+    /// Kernels launched at once (default: 4 per core); more wait their turn, so that starting
+    /// hundreds together does not make every one of them slow.
+    #[arg(long, value_name = "N")]
+    max_starting: Option<usize>,
     /// Restarts in a row before a dying kernel is declared dead (0 disables auto-restart).
     #[arg(long, default_value_t = 5)]
     restart_limit: u32,
@@ -123,6 +127,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.origins = OriginPolicy {
         allow: args.allow_origins.clone(),
     };
+    if let Some(n) = args.max_starting {
+        config.max_starting = n.max(1);
+    }
     config.restart.enabled = args.restart_limit > 0;
     config.restart.limit = args.restart_limit;
     config.heartbeat.interval = secs(args.hb_interval).max(Duration::from_millis(100));
