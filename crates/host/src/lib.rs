@@ -277,10 +277,7 @@ impl Host {
         let app = self
             .router()
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        server
-            .handle(handle)
-            .serve(app)
-            .await?;
+        server.handle(handle).serve(app).await?;
         self.shutdown().await;
         Ok(())
     }

@@ -110,7 +110,11 @@ pub(crate) fn stats(mut samples: Vec<f64>) -> Stats {
     }
 }
 
-pub(crate) fn time_rounds(rounds: usize, warmup: usize, mut one: impl FnMut() -> Result<()>) -> Result<Stats> {
+pub(crate) fn time_rounds(
+    rounds: usize,
+    warmup: usize,
+    mut one: impl FnMut() -> Result<()>,
+) -> Result<Stats> {
     for _ in 0..warmup {
         one()?;
     }
