@@ -40,7 +40,11 @@ fn idle_kernel_threads_do_not_wake_on_a_timer() {
         .env("JUPYTER_RUNTIME_DIR", &kernel.runtime)
         .output()
         .expect("kernelgate exec");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let pid = kernel.child.id();
