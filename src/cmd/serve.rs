@@ -59,11 +59,11 @@ pub struct ServeArgs {
     restart_limit: u32,
     /// Heartbeat interval in seconds (a dead process is noticed at once by its exit; the
     /// heartbeat only catches hangs, so it can be slow: with 1,000 kernels every ping counts).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 30.0)]
     hb_interval: f64,
     /// Missed heartbeats in a row before a kernel counts as hung and is restarted
-    /// (default: 30 s of silence).
-    #[arg(long, default_value_t = 3)]
+    /// (default: a minute of silence).
+    #[arg(long, default_value_t = 2)]
     hb_misses: u32,
     /// Seconds between shutdown_request and SIGTERM.
     #[arg(long, default_value_t = 3.0)]

@@ -58,8 +58,8 @@ pub struct HeartbeatPolicy {
 impl Default for HeartbeatPolicy {
     fn default() -> Self {
         HeartbeatPolicy {
-            interval: Duration::from_secs(10),
-            max_misses: 3,
+            interval: Duration::from_secs(30),
+            max_misses: 2,
         }
     }
 }
