@@ -42,6 +42,10 @@ enum Command {
     Exec(cmd::exec::ExecArgs),
     /// An interactive console attached to a running kernel.
     Console(cmd::console::ConsoleArgs),
+    /// Internal: how `kernelgate serve` starts a sandboxed kernel (enter the Landlock domain
+    /// the host planned, then exec the kernel).
+    #[command(name = "sandbox-exec", hide = true)]
+    SandboxExec(cmd::sandbox::LaunchArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Exec(args) => cmd::exec::run(args),
         Command::Console(args) => cmd::console::run(args),
+        Command::SandboxExec(args) => cmd::sandbox::launch(args),
     };
     match result {
         Ok(code) => code,

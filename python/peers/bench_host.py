@@ -181,12 +181,20 @@ def scale(server, n, idle_secs):
 
     def start_one(_):
         kid = server.req("POST", "/api/kernels", {"name": "python3"})["id"]
-        ws = websocket.create_connection(
-            f"ws://127.0.0.1:{server.port}/api/kernels/{kid}/channels?session_id=bench",
-            header=[f"Authorization: token {server.token}"], timeout=120)
-        ws_request(ws, "kernel_info_request", {})
-        ws.close()
-        return kid
+        # On a loaded machine jupyter_server sometimes closes a WebSocket whose kernel is still
+        # starting: connect again (a bounded number of times) rather than fail the run.
+        for attempt in range(5):
+            try:
+                ws = websocket.create_connection(
+                    f"ws://127.0.0.1:{server.port}/api/kernels/{kid}/channels?session_id=bench",
+                    header=[f"Authorization: token {server.token}"], timeout=120)
+                ws_request(ws, "kernel_info_request", {})
+                ws.close()
+                return kid
+            except websocket.WebSocketConnectionClosedException:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
 
     with ThreadPoolExecutor(n) as ex:
         ids = list(ex.map(start_one, range(n)))

@@ -35,6 +35,25 @@ pub struct SandboxArgs {
     kernel_work_root: Option<PathBuf>,
 }
 
+/// `kernelgate sandbox-exec -- PROGRAM ARGS...` (internal, see
+/// [`kernelgate_sandbox::launcher`]).
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// The kernel's command line.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    argv: Vec<std::ffi::OsString>,
+}
+
+/// Enters the planned domain and execs the kernel; returns only if that failed.
+pub fn launch(args: LaunchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let (program, rest) = args
+        .argv
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("no kernel command given"))?;
+    let err = kernelgate_sandbox::launcher::confine_and_exec(program, rest);
+    anyhow::bail!("sandbox-exec {}: {err}", program.to_string_lossy())
+}
+
 fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse().map_err(|e: kernelgate_sandbox::PolicyError| e.0)
 }
@@ -82,6 +101,10 @@ impl SandboxArgs {
                 .unwrap_or_else(default_work_root),
             secrets,
             forbidden_ports,
+            launcher: Some(
+                std::env::current_exe()
+                    .map_err(|e| anyhow::anyhow!("locating the kernelgate binary: {e}"))?,
+            ),
         };
         let hook = SandboxHook::new(config, Support::probe()).map_err(anyhow::Error::msg)?;
         eprintln!("kernelgate: {}", hook.summary());

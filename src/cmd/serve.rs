@@ -50,16 +50,20 @@ pub struct ServeArgs {
     /// Do not re-adopt kernels left by a previous run.
     #[arg(long)]
     no_recover: bool,
+    /// Kernels launched at once (default: 4 per core); more wait their turn, so that starting
+    /// hundreds together does not make every one of them slow.
+    #[arg(long, value_name = "N")]
+    max_starting: Option<usize>,
     /// Restarts in a row before a dying kernel is declared dead (0 disables auto-restart).
     #[arg(long, default_value_t = 5)]
     restart_limit: u32,
     /// Heartbeat interval in seconds (a dead process is noticed at once by its exit; the
     /// heartbeat only catches hangs, so it can be slow: with 1,000 kernels every ping counts).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 30.0)]
     hb_interval: f64,
     /// Missed heartbeats in a row before a kernel counts as hung and is restarted
-    /// (default: 30 s of silence).
-    #[arg(long, default_value_t = 3)]
+    /// (default: a minute of silence).
+    #[arg(long, default_value_t = 2)]
     hb_misses: u32,
     /// Seconds between shutdown_request and SIGTERM.
     #[arg(long, default_value_t = 3.0)]
@@ -123,6 +127,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.origins = OriginPolicy {
         allow: args.allow_origins.clone(),
     };
+    if let Some(n) = args.max_starting {
+        config.max_starting = n.max(1);
+    }
     config.restart.enabled = args.restart_limit > 0;
     config.restart.limit = args.restart_limit;
     config.heartbeat.interval = secs(args.hb_interval).max(Duration::from_millis(100));

@@ -120,6 +120,8 @@ pub fn run(args: &Args, json_out: bool) -> Result<()> {
             work_root: dir.path().join("work"),
             secrets: vec![runtime],
             forbidden_ports: vec![],
+            // As `kernelgate serve` starts kernels: through `kernelgate sandbox-exec`.
+            launcher: Some(bin.clone()),
         },
         support.clone(),
     )
@@ -183,7 +185,10 @@ pub fn run(args: &Args, json_out: bool) -> Result<()> {
 }
 
 fn client(file: &Path) -> Result<BlockingKernelClient> {
-    Ok(BlockingKernelClient::from_file(file, ClientConfig::default())?)
+    Ok(BlockingKernelClient::from_file(
+        file,
+        ClientConfig::default(),
+    )?)
 }
 
 struct Row {

@@ -58,8 +58,8 @@ pub struct HeartbeatPolicy {
 impl Default for HeartbeatPolicy {
     fn default() -> Self {
         HeartbeatPolicy {
-            interval: Duration::from_secs(10),
-            max_misses: 3,
+            interval: Duration::from_secs(30),
+            max_misses: 2,
         }
     }
 }
@@ -109,6 +109,9 @@ pub struct HostConfig {
     pub ws_max_message: usize,
     /// Origins allowed besides the host's own.
     pub origins: OriginPolicy,
+    /// Kernels launched at once; more wait their turn. Starting a thousand kernels at once
+    /// on a few cores makes every one of them slow to answer, so none is ready for long.
+    pub max_starting: usize,
 }
 
 impl HostConfig {
@@ -137,6 +140,7 @@ impl HostConfig {
             state_file: None,
             ws_max_message: 64 << 20,
             origins: OriginPolicy::default(),
+            max_starting: default_max_starting(),
         }
     }
 
@@ -148,6 +152,11 @@ impl HostConfig {
             }
         }
     }
+}
+
+/// Four kernels starting per core: enough to keep the cores busy while others wait on I/O.
+fn default_max_starting() -> usize {
+    std::thread::available_parallelism().map_or(8, |n| n.get().saturating_mul(4))
 }
 
 /// State shared by the API handlers and the supervisors.
@@ -163,6 +172,8 @@ pub struct HostShared {
     pub pool: ContextPool,
     /// Set to true when the host stops: WebSocket connections close.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Permits to launch a kernel, held until it is ready ([`HostConfig::max_starting`]).
+    pub starting: Arc<tokio::sync::Semaphore>,
     state_dirty: Notify,
 }
 
@@ -183,8 +194,10 @@ pub struct Host {
 impl Host {
     /// A host with no kernels yet. Call inside a tokio runtime (background tasks start).
     pub fn new(config: HostConfig, token: Token) -> Host {
+        let starting = Arc::new(tokio::sync::Semaphore::new(config.max_starting.max(1)));
         let shared = Arc::new(HostShared {
             config,
+            starting,
             token,
             registry: Registry::default(),
             pool: ContextPool::default(),
@@ -264,10 +277,7 @@ impl Host {
         let app = self
             .router()
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        server
-            .handle(handle)
-            .serve(app)
-            .await?;
+        server.handle(handle).serve(app).await?;
         self.shutdown().await;
         Ok(())
     }

@@ -197,10 +197,7 @@ pub async fn launch_at(
         .split_first()
         .ok_or_else(|| lerr("kernelspec argv is empty"))?;
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.args(args);
     for k in &config.env_remove {
         cmd.env_remove(k);
     }
@@ -221,6 +218,10 @@ pub async fn launch_at(
             lerr(format!("sandbox: {e}"))
         })?;
     }
+    // After the hook, which may have replaced the command.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(false);
     let mut child = cmd.spawn().map_err(|e| {

@@ -266,7 +266,10 @@ pub async fn progress_loop(host: Arc<HostShared>) {
                 .iter()
                 .filter(|k| matches!(k.state(), KernelState::Idle | KernelState::Busy))
                 .count();
-            tracing::info!("{ready}/{} kernels ready, {starting} starting", kernels.len());
+            tracing::info!(
+                "{ready}/{} kernels ready, {starting} starting",
+                kernels.len()
+            );
         }
         last = now;
     }

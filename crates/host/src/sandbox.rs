@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kernelgate_sandbox::launcher::{self, LaunchPlan};
 use kernelgate_sandbox::policy::{self, KernelPaths, Mode, Policy, SpecOverrides};
 use kernelgate_sandbox::{confine_command, Confinement, Support};
 use serde_json::{json, Value};
@@ -21,6 +22,10 @@ pub struct SandboxConfig {
     pub secrets: Vec<PathBuf>,
     /// Ports no kernel may connect to: the host's API.
     pub forbidden_ports: Vec<u16>,
+    /// The `kernelgate` binary, to start kernels through `kernelgate sandbox-exec` (see
+    /// [`kernelgate_sandbox::launcher`]: no fork of the host). None: the domain is entered
+    /// between fork and exec.
+    pub launcher: Option<PathBuf>,
 }
 
 /// Variables naming the host user's directories, which a sandboxed kernel cannot use.
@@ -200,8 +205,9 @@ impl LaunchHook for SandboxHook {
                 "allowed connect ports {exposed:?} include the host API or this kernel's own ports"
             ));
         }
+        // Built here even when the launcher builds it again: a plan Landlock refuses is an
+        // error for the API caller, not a kernel dying at start.
         let confinement = Confinement::build(&plan, &self.support).map_err(|e| e.to_string())?;
-        confine_command(cmd, confinement);
         cmd.current_dir(&work_dir);
         for var in ["TMPDIR", "TMP", "TEMP"] {
             cmd.env(var, &tmp_dir);
@@ -211,6 +217,16 @@ impl LaunchHook for SandboxHook {
         cmd.env("HOME", &work_dir);
         for var in HOST_DIR_VARS {
             cmd.env_remove(var);
+        }
+        match &self.config.launcher {
+            Some(launcher) => {
+                let plan = LaunchPlan {
+                    abi: self.support.abi,
+                    plan: plan.clone(),
+                };
+                *cmd = launcher::wrap(cmd, launcher, &plan).map_err(|e| e.to_string())?;
+            }
+            None => confine_command(cmd, confinement),
         }
         Ok(json!({
             "enabled": self.support.abi > 0,
@@ -252,6 +268,7 @@ mod tests {
             work_root: dir.join("work"),
             secrets: vec![dir.join("runtime")],
             forbidden_ports: vec![8889],
+            launcher: None,
         }
     }
 
@@ -260,18 +277,27 @@ mod tests {
         let dir = std::env::temp_dir();
         let mut c = config(&dir);
         c.policy.mode = Mode::Required;
-        let err = SandboxHook::new(c.clone(), Support::at_abi(4)).err().unwrap_or_default();
+        let err = SandboxHook::new(c.clone(), Support::at_abi(4))
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("signal one another"), "{err}");
         assert!(SandboxHook::new(c, Support::at_abi(6)).is_ok());
         let weak = SandboxHook::new(config(&dir), Support::at_abi(3));
         let summary = weak.map(|h| h.summary()).unwrap_or_default();
-        assert!(summary.contains("WEAKENED") && summary.contains("ports"), "{summary}");
+        assert!(
+            summary.contains("WEAKENED") && summary.contains("ports"),
+            "{summary}"
+        );
     }
 
     #[test]
     fn extra_paths_exposing_secrets_or_other_kernels_are_refused() {
         let dir = std::env::temp_dir().join("kernelgate-sandbox-test-nonexistent");
-        for extra in [dir.clone(), dir.join("runtime/x"), dir.join("work/other-kernel")] {
+        for extra in [
+            dir.clone(),
+            dir.join("runtime/x"),
+            dir.join("work/other-kernel"),
+        ] {
             let mut c = config(&dir);
             c.policy.extra_read = vec![extra.clone()];
             assert!(

@@ -13,6 +13,9 @@ use serde_json::Value;
 /// libzmq's default limit is 1023 sockets per context.
 const KERNELS_PER_CONTEXT: usize = 128;
 
+/// The longest wait before reconnecting to a kernel's port.
+const RECONNECT_MAX: Duration = Duration::from_millis(50);
+
 /// Hands out contexts, starting a new one every [`KERNELS_PER_CONTEXT`] kernels.
 #[derive(Debug, Default)]
 pub struct ContextPool {
@@ -53,6 +56,10 @@ pub fn open(
         socket.subscribe(b"")?;
     }
     socket.set_linger(Some(Duration::from_millis(100)))?;
+    // The host's kernels are local: a connection refused because the kernel has not bound yet
+    // is retried within 50 ms, not after libzmq's backoff of up to a second (which, with many
+    // kernels starting at once, made each wait out whole backoff steps).
+    socket.set_reconnect_ivl(Duration::from_millis(2), RECONNECT_MAX)?;
     socket.connect(&info.endpoint(channel))?;
     AsyncSocket::new(socket)
 }

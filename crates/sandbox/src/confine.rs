@@ -148,18 +148,38 @@ pub fn confine_command(cmd: &mut Command, confinement: Confinement) {
     // close-on-exec, so the kernel never inherits it. The ruleset is this kernel's alone, so
     // the rule the child adds to it touches no other kernel.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-            let fd = ruleset.as_raw_fd();
-            allow_own_proc_dir(fd)?;
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || restrict_self(&ruleset));
     }
+}
+
+impl Confinement {
+    /// Enters the confinement in this process, for good: it and everything it starts later
+    /// (see [`crate::launcher`], which execs the kernel next). Call it while single-threaded:
+    /// Landlock confines only the calling thread.
+    #[allow(unsafe_code)]
+    pub fn enter(self) -> io::Result<()> {
+        match &self.ruleset {
+            // SAFETY: the same three system calls as in the forked child, here in a process
+            // of our own; the ruleset fd is ours and stays open for the call.
+            Some(ruleset) => unsafe { restrict_self(ruleset) },
+            None => Ok(()),
+        }
+    }
+}
+
+/// `no_new_privs` and `landlock_restrict_self` on `ruleset`, after adding the caller's own
+/// `/proc/PID`. Async-signal-safe: no allocation, only system calls.
+#[allow(unsafe_code)]
+unsafe fn restrict_self(ruleset: &OwnedFd) -> io::Result<()> {
+    let fd = ruleset.as_raw_fd();
+    allow_own_proc_dir(fd)?;
+    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `struct landlock_path_beneath_attr` (packed, as in the kernel's uapi header).

@@ -14,9 +14,11 @@
 //!
 //! The split follows the rest of the workspace: [`policy`] is pure (what a kernel may touch),
 //! [`support`] asks the running Linux what it offers, and [`confine`] turns a plan into a
-//! Landlock ruleset in the parent and enters it in the child between fork and exec.
+//! Landlock ruleset in the parent and enters it in the child between fork and exec, or
+//! [`launcher`] enters it in a launcher process that execs the kernel (no fork of the host).
 
 pub mod confine;
+pub mod launcher;
 pub mod policy;
 pub mod support;
 

@@ -191,7 +191,7 @@ pub struct KernelPaths {
 }
 
 /// What one kernel's Landlock domain allows. Everything else is denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// Read and execute beneath.
     pub read_dirs: Vec<PathBuf>,

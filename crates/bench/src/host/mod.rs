@@ -7,8 +7,8 @@
 //!   `rtt-quickack` rows repeat both WebSocket cases with TCP_QUICKACK set on the client socket
 //!   before every read: a diagnostic that removes the ~40 ms a server without TCP_NODELAY loses to
 //!   the client's delayed ACK (Nagle) on every multi-frame reply.
-//! - Scale: N built-in kernels started through `POST /api/kernels` (N = 10, 100, and 1000 with
-//!   `--max-kernels 1000`): time until all report `execution_state: idle`, host CPU while they sit
+//! - Scale: N built-in kernels started through `POST /api/kernels` (N = 10, 100 and 1000;
+//!   `--max-kernels 100` stops earlier): time until all report `execution_state: idle`, host CPU while they sit
 //!   idle, RSS of the host and per kernel; the anchor is jupyter_server with 8 ipykernels.
 //!
 //! The token is written to an owner-only file for `--token-file` (and, for jupyter_server, passed
@@ -37,7 +37,7 @@ use crate::python::Python;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Largest N of the scale cases (10, 100, 1000 up to this).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 1000)]
     max_kernels: usize,
     /// Timed round trips per client.
     #[arg(long, default_value_t = 500)]
@@ -45,8 +45,9 @@ pub struct Args {
     /// Untimed round trips first.
     #[arg(long, default_value_t = 50)]
     warmup: usize,
-    /// Seconds the kernels sit idle while the host's CPU time is measured.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds the kernels sit idle while the host's CPU time is measured (CPU time is
+    /// counted in 10 ms ticks: 10 s resolves 0.1 % of a core).
+    #[arg(long, default_value_t = 10.0)]
     idle_secs: f64,
     /// Kernels of the jupyter_server anchor.
     #[arg(long, default_value_t = 8)]

@@ -42,8 +42,9 @@ pub(super) async fn supervise(
     let mut restart_reply: Option<oneshot::Sender<Result<(), String>>> = None;
     loop {
         // 1. A process: adopted, or launched now.
-        let started = Instant::now();
-        let (mut proc, info, file) = match adopt.take() {
+        // Held from launch until the kernel is ready (or gone); adopted kernels need none.
+        let mut start_permit = None;
+        let (mut proc, info, file, started) = match adopt.take() {
             Some(a) => (
                 Proc::Adopted {
                     pid: a.pid,
@@ -51,16 +52,20 @@ pub(super) async fn supervise(
                 },
                 a.info,
                 a.connection_file,
+                Instant::now(),
             ),
             None => {
+                start_permit = host.starting.clone().acquire_owned().await.ok();
+                let started = Instant::now();
                 kernel.apply(&Event::Launched);
                 match provision::launch(&host.config.provision, &spec, &kernel.id).await {
                     Ok(l) => {
                         log_sandbox(&kernel.id, &l.sandbox);
                         kernel.with_model(|m| m.sandbox = l.sandbox);
-                        (Proc::Child(l.child), l.info, l.connection_file)
+                        (Proc::Child(l.child), l.info, l.connection_file, started)
                     }
                     Err(e) => {
+                        drop(start_permit.take());
                         tracing::warn!(kernel = %kernel.id, "launch failed: {e}");
                         kernel.with_model(|m| m.reason = e.to_string());
                         if !after_death(
@@ -113,8 +118,10 @@ pub(super) async fn supervise(
             relaunch,
             &mut control_rx,
             &mut restart_reply,
+            &mut start_permit,
         )
         .await;
+        drop(start_permit);
 
         // 3. Deal with the outcome.
         match outcome {
@@ -235,6 +242,7 @@ async fn run_process(
     relaunch: bool,
     control_rx: &mut mpsc::Receiver<Control>,
     restart_reply: &mut Option<oneshot::Sender<Result<(), String>>>,
+    start_permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Outcome {
     let cfg = &host.config;
     let session = match zmqio::session_for(info, "kernelgate-host") {
@@ -270,6 +278,7 @@ async fn run_process(
     loop {
         if !ready && answered_info && iopub_joined {
             ready = true;
+            drop(start_permit.take());
             kernel.apply(&Event::Ready);
             tracing::debug!(kernel = %kernel.id, "kernel ready");
             // Clients were told `restarting`: tell them the new process is ready.
