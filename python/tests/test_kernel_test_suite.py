@@ -17,7 +17,7 @@ class RhaiKernelTests(jupyter_kernel_test.KernelTests):
     complete_code_samples = ["1 + 1", "let x = 3;", "fn f(a) { a }"]
     incomplete_code_samples = ["fn f(a) {", "let x = [1, 2,"]
     invalid_code_samples = ["let = = 2;"]
-    code_page_something = None
+    code_page_something = "help()"
     code_generate_error = "throw \"boom\""
     code_execute_result = [{"code": "6 * 7", "result": "42"}, {"code": '"a" + "b"', "result": '"ab"'}]
     code_display_data = [{"code": 'display_html("<b>hi</b>")', "mime": "text/html"}]

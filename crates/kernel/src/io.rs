@@ -258,6 +258,8 @@ pub struct ExecContext {
     pub(crate) flags: Flags,
     pub(crate) rejections: Arc<Rejections>,
     pub(crate) execution_count: i64,
+    /// Payloads for the execute_reply (the pager), in order.
+    pub(crate) payloads: Arc<Mutex<Vec<Value>>>,
 }
 
 impl ExecContext {
@@ -278,6 +280,16 @@ impl ExecContext {
             "display_data",
             &json!({ "data": data, "metadata": {}, "transient": {} }),
         );
+    }
+
+    /// Shows `data` in the frontend's pager (a `page` payload of the execute_reply), as
+    /// IPython's `?` does.
+    pub fn page(&self, data: crate::MimeBundle) {
+        let payload = json!({ "source": "page", "data": data, "start": 0 });
+        self.payloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(payload);
     }
 
     /// Publishes any IOPub message as a child of the current request.

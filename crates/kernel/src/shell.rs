@@ -222,9 +222,11 @@ impl ShellLoop {
             flags: self.flags.clone(),
             rejections: self.rejections.clone(),
             execution_count: count,
+            payloads: Arc::default(),
         };
         let outcome = kernel.execute(&req.code, &ctx);
         self.flags.interrupt.store(false, Ordering::SeqCst);
+        let payload = std::mem::take(&mut *ctx.payloads.lock().unwrap_or_else(|p| p.into_inner()));
         match outcome {
             Outcome::Ok(data) => {
                 let plain = data
@@ -242,7 +244,7 @@ impl ShellLoop {
                     self.history.record(count, &req.code, plain);
                 }
                 let reply = json!({
-                    "status": "ok", "execution_count": count, "user_expressions": {}, "payload": [],
+                    "status": "ok", "execution_count": count, "user_expressions": {}, "payload": payload,
                 });
                 answer.reply = answering.reply("execute_reply", &reply);
             }
@@ -264,7 +266,7 @@ impl ShellLoop {
                 }
                 let reply = json!({
                     "status": "error", "execution_count": count, "ename": ename, "evalue": evalue,
-                    "traceback": traceback, "user_expressions": {}, "payload": [],
+                    "traceback": traceback, "user_expressions": {}, "payload": payload,
                 });
                 answer.reply = answering.reply("execute_reply", &reply);
                 answer.errored = req.stop_on_error;

@@ -13,6 +13,21 @@ use crate::handler::{Completeness, Completion, Kernel, KernelInfo, MimeBundle, O
 use crate::io::{ExecContext, Flags};
 use kernelgate_wire::content::LanguageInfo;
 
+/// What `help()` shows in the pager.
+const HELP: &str = "\
+kernelgate built-in kernel: the Rhai language (https://rhai.rs), limited and sandboxed.
+
+  print(x), debug(x)      write to stdout / stderr
+  display(x)              show a value as display_data; display_html(html) as HTML
+  clear_output()          clear this cell's output
+  input(prompt), getpass(prompt)
+                          read a line from the frontend (getpass hides it)
+  page(x)                 show x in the pager; help() shows this text
+
+Variables and functions persist between cells; the last expression is the cell's result.
+Runaway cells are stopped by operation, size and call-depth limits, and by an interrupt.
+";
+
 /// Resource limits for one cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RhaiLimits {
@@ -123,6 +138,23 @@ impl RhaiKernel {
             let mut data = MimeBundle::new();
             data.insert("text/plain".into(), repr(&value).into());
             with_current(&c, |ctx| ctx.display(data));
+        });
+        let c = current.clone();
+        engine.register_fn("page", move |value: Dynamic| {
+            let text = if value.is_string() {
+                value.to_string()
+            } else {
+                repr(&value)
+            };
+            let mut data = MimeBundle::new();
+            data.insert("text/plain".into(), text.into());
+            with_current(&c, |ctx| ctx.page(data));
+        });
+        let c = current.clone();
+        engine.register_fn("help", move || {
+            let mut data = MimeBundle::new();
+            data.insert("text/plain".into(), HELP.into());
+            with_current(&c, |ctx| ctx.page(data));
         });
         let c = current.clone();
         engine.register_fn("clear_output", move || {
