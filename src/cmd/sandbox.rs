@@ -54,6 +54,15 @@ pub fn launch(args: LaunchArgs) -> anyhow::Result<std::process::ExitCode> {
     anyhow::bail!("sandbox-exec {}: {err}", program.to_string_lossy())
 }
 
+/// The small `kernelgate-sandbox-exec` beside this binary when it was built (a workspace
+/// build), else this binary's own `sandbox-exec`, which takes a few milliseconds longer to start.
+fn launcher() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("locating the kernelgate binary: {e}"))?;
+    let small = exe.with_file_name("kernelgate-sandbox-exec");
+    Ok(if small.is_file() { small } else { exe })
+}
+
 fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse().map_err(|e: kernelgate_sandbox::PolicyError| e.0)
 }
@@ -101,10 +110,7 @@ impl SandboxArgs {
                 .unwrap_or_else(default_work_root),
             secrets,
             forbidden_ports,
-            launcher: Some(
-                std::env::current_exe()
-                    .map_err(|e| anyhow::anyhow!("locating the kernelgate binary: {e}"))?,
-            ),
+            launcher: Some(launcher()?),
         };
         let hook = SandboxHook::new(config, Support::probe()).map_err(anyhow::Error::msg)?;
         eprintln!("kernelgate: {}", hook.summary());

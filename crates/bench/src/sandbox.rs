@@ -121,7 +121,10 @@ pub fn run(args: &Args, json_out: bool) -> Result<()> {
             secrets: vec![runtime],
             forbidden_ports: vec![],
             // As `kernelgate serve` starts kernels: through `kernelgate sandbox-exec`.
-            launcher: Some(bin.clone()),
+            launcher: Some(match bin.with_file_name("kernelgate-sandbox-exec") {
+                small if small.is_file() => small,
+                _ => bin.clone(),
+            }),
         },
         support.clone(),
     )
