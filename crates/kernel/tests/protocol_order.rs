@@ -53,29 +53,7 @@ impl Client {
 
     /// IOPub messages of request `id` until its idle: (msg_type, execution_state or "").
     fn iopub_until_idle(&self, id: &str) -> Vec<(String, String)> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            let Some(m) = Self::recv(&self.iopub, &self.session, Duration::from_millis(100)) else {
-                continue;
-            };
-            if m.parent_msg_id() != id {
-                continue;
-            }
-            let state = m
-                .content
-                .get("execution_state")
-                .unwrap_or(&Value::Null)
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            let idle = state == "idle";
-            seen.push((m.msg_type().to_owned(), state));
-            if idle {
-                break;
-            }
-        }
-        seen
+        self.iopub_until_idle_within(id, Duration::from_secs(20))
     }
 
     fn reply(&self, id: &str, timeout: Duration) -> Option<Message> {

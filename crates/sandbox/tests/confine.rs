@@ -4,41 +4,16 @@
 //! on a machine without it.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use kernelgate_sandbox::policy::{plan, KernelPaths, Policy};
+mod common;
+
+use common::setup;
+use kernelgate_sandbox::policy::{plan, Policy};
 use kernelgate_sandbox::{confine_command, Confinement, Support};
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    kernel: KernelPaths,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().to_path_buf();
-    for d in ["work", "tmp", "runtime"] {
-        std::fs::create_dir(root.join(d)).expect("mkdir");
-    }
-    std::fs::write(root.join("runtime/own.json"), "own key").expect("write");
-    std::fs::write(root.join("runtime/other.json"), "other key").expect("write");
-    let kernel = KernelPaths {
-        connection_file: root.join("runtime/own.json"),
-        work_dir: root.join("work"),
-        tmp_dir: root.join("tmp"),
-        programs: vec![PathBuf::from("/bin/sh")],
-        resource_dir: None,
-    };
-    Setup {
-        _dir: dir,
-        root,
-        kernel,
-    }
-}
-
-fn run_confined(s: &Setup, policy: &Policy, ports: &[u16], script: &str) -> Output {
+fn run_confined(s: &common::Setup, policy: &Policy, ports: &[u16], script: &str) -> Output {
     let support = Support::probe();
     assert!(
         support.abi >= 6,

@@ -1,11 +1,12 @@
 //! The launcher binary the host starts sandboxed kernels through: the command it runs is
 //! confined by the plan it was given, and without a plan nothing runs at all.
 
-use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
 use kernelgate_sandbox::launcher::{wrap, LaunchPlan};
-use kernelgate_sandbox::policy::{plan, KernelPaths, Policy};
+use kernelgate_sandbox::policy::{plan, Policy};
 use kernelgate_sandbox::Support;
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_kernelgate-sandbox-exec");
@@ -17,23 +18,11 @@ fn launched_command_is_confined_to_its_plan() {
         support.abi >= 1,
         "this test needs Landlock; this Linux has none"
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path();
-    for d in ["work", "tmp", "runtime"] {
-        std::fs::create_dir(root.join(d)).expect("mkdir");
-    }
-    std::fs::write(root.join("runtime/own.json"), "own key").expect("write");
-    std::fs::write(root.join("runtime/other.json"), "other key").expect("write");
-    let kernel = KernelPaths {
-        connection_file: root.join("runtime/own.json"),
-        work_dir: root.join("work"),
-        tmp_dir: root.join("tmp"),
-        programs: vec![PathBuf::from("/bin/sh")],
-        resource_dir: None,
-    };
+    let s = common::setup();
+    let (root, kernel) = (&s.root, &s.kernel);
     let plan = LaunchPlan {
         abi: support.abi,
-        plan: plan(&Policy::default(), None, &kernel, &[]),
+        plan: plan(&Policy::default(), None, kernel, &[]),
     };
     let script = format!(
         "cat {own}; echo; cat {other} || echo refused; env | grep -c KERNELGATE_SANDBOX_PLAN",
