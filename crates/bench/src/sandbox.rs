@@ -138,11 +138,11 @@ pub fn run(args: &Args, json_out: bool) -> Result<()> {
     // Starts, alternating; one warm-up each so page cache and the loader are warm for both.
     let mut starts: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..=args.starts {
-        for (i, sandboxed) in [false, true].into_iter().enumerate() {
+        for (sandboxed, times) in [false, true].into_iter().zip(starts.iter_mut()) {
             let (kernel, _, ms) = launcher.start(sandboxed)?;
             drop(kernel);
             if round > 0 {
-                starts[i].push(ms);
+                times.push(ms);
             }
         }
     }
@@ -156,11 +156,11 @@ pub fn run(args: &Args, json_out: bool) -> Result<()> {
     let per_block = (args.rounds / blocks).max(1);
     let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for block in 0..blocks {
-        for (i, c) in clients.iter_mut().enumerate() {
+        for (c, medians) in clients.iter_mut().zip(samples.iter_mut()) {
             let s = time_rounds(per_block, if block == 0 { 200 } else { 20 }, || {
                 check_ok(&c.request(Channel::Shell, "execute_request", execute.clone())?)
             })?;
-            samples[i].push(s.median);
+            medians.push(s.median);
         }
     }
     drop((off_kernel, on_kernel));

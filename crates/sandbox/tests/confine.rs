@@ -2,6 +2,7 @@
 //! nothing else, reaches only allowed TCP ports, and cannot signal outside its domain.
 //! The tests need Landlock ABI 6 (this project's CI machine offers 7): they fail, never skip,
 //! on a machine without it.
+#![allow(clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::Path;

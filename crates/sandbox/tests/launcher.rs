@@ -1,5 +1,6 @@
 //! The launcher binary the host starts sandboxed kernels through: the command it runs is
 //! confined by the plan it was given, and without a plan nothing runs at all.
+#![allow(clippy::expect_used)]
 
 use std::process::Command;
 

@@ -33,4 +33,3 @@ pub fn setup() -> Setup {
         kernel,
     }
 }
-
