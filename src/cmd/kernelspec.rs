@@ -124,8 +124,9 @@ pub fn run(command: KernelspecCommand) -> anyhow::Result<ExitCode> {
 fn install(dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the kernelgate binary")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The lean `kernelgate-kernel` next to this binary if it is there, else `kernelgate kernel`.
-    let argv = kernelgate_kernel::standalone::builtin_argv(&exe);
+    // The lean `kernelgate-kernel` next to this binary if it is there, else `kernelgate kernel`:
+    // the same command the host runs.
+    let argv = kernelgate_host::provision::builtin_spec(&exe).spec.argv;
     let spec = json!({
         "argv": argv,
         "display_name": "Rhai (kernelgate)",

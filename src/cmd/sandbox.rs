@@ -54,13 +54,11 @@ pub fn launch(args: LaunchArgs) -> anyhow::Result<std::process::ExitCode> {
     anyhow::bail!("sandbox-exec {}: {err}", program.to_string_lossy())
 }
 
-/// The small `kernelgate-sandbox-exec` beside this binary when it was built (a workspace
-/// build), else this binary's own `sandbox-exec`, which takes a few milliseconds longer to start.
+/// The launcher for this binary (see [`kernelgate_sandbox::launcher::beside`]).
 fn launcher() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("locating the kernelgate binary: {e}"))?;
-    let small = exe.with_file_name("kernelgate-sandbox-exec");
-    Ok(if small.is_file() { small } else { exe })
+    Ok(kernelgate_sandbox::launcher::beside(&exe))
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

@@ -121,10 +121,7 @@ pub fn run(args: &Args, json_out: bool) -> Result<()> {
             secrets: vec![runtime],
             forbidden_ports: vec![],
             // As `kernelgate serve` starts kernels: through `kernelgate sandbox-exec`.
-            launcher: Some(match bin.with_file_name("kernelgate-sandbox-exec") {
-                small if small.is_file() => small,
-                _ => bin.clone(),
-            }),
+            launcher: Some(kernelgate_sandbox::launcher::beside(&bin)),
         },
         support.clone(),
     )

@@ -307,7 +307,7 @@ pub fn interrupt_mode(spec: &LaunchSpec) -> InterruptMode {
 
 /// The built-in Rhai kernel's spec: `exe kernel -f {connection_file}`, or the lean
 /// `kernelgate-kernel -f {connection_file}` when that binary sits next to `exe` (the same kernel
-/// without the host's code pages; see `kernelgate_kernel::standalone::builtin_argv`).
+/// without the host's code pages). `kernelgate kernelspec install` writes this same argv.
 pub fn builtin_spec(exe: &Path) -> LaunchSpec {
     let lean = exe.with_file_name("kernelgate-kernel");
     let mut argv = if lean.is_file() {

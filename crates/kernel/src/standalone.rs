@@ -1,10 +1,10 @@
 //! The built-in Rhai kernel as a process of its own: connection file in, kernel running until
 //! shutdown. Shared by `kernelgate kernel` and the lean `kernelgate-kernel` binary, so both
-//! behave the same; launchers prefer the lean one (see [`builtin_argv`]) because a kernel
+//! behave the same; launchers prefer the lean one (see `kernelgate_host::provision::builtin_spec`) because a kernel
 //! process that maps only the kernel crates touches far fewer code pages.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -14,23 +14,6 @@ use kernelgate_zmq::files;
 use crate::io::Flags;
 use crate::rhai::{RhaiKernel, RhaiLimits};
 use crate::server::{BoundKernel, KernelOptions};
-
-/// File name of the lean kernel binary, installed next to the `kernelgate` binary.
-pub const LEAN_BINARY: &str = "kernelgate-kernel";
-
-/// The argv (with `{connection_file}` to substitute) that runs the built-in kernel for the
-/// `kernelgate` binary at `main_exe`: the lean binary when it sits next to it, else
-/// `kernelgate kernel`.
-pub fn builtin_argv(main_exe: &Path) -> Vec<String> {
-    let lean = main_exe.with_file_name(LEAN_BINARY);
-    let mut argv = if lean.is_file() {
-        vec![lean.to_string_lossy().into_owned()]
-    } else {
-        vec![main_exe.to_string_lossy().into_owned(), "kernel".into()]
-    };
-    argv.extend(["-f".into(), "{connection_file}".into()]);
-    argv
-}
 
 /// How to run the built-in kernel.
 #[derive(Debug, Clone)]

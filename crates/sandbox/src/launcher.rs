@@ -14,7 +14,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,18 @@ pub struct LaunchPlan {
     pub abi: u32,
     /// What the kernel may touch.
     pub plan: Plan,
+}
+
+/// The launcher for the `kernelgate` binary at `exe`: the small `kernelgate-sandbox-exec` beside
+/// it when it was built (a workspace build), else `exe` itself (its `sandbox-exec` subcommand,
+/// a few milliseconds slower to start).
+pub fn beside(exe: &Path) -> PathBuf {
+    let small = exe.with_file_name("kernelgate-sandbox-exec");
+    if small.is_file() {
+        small
+    } else {
+        exe.to_path_buf()
+    }
 }
 
 /// `cmd` rewritten to run through `launcher`: same arguments, environment, working directory
