@@ -18,10 +18,13 @@ fn console_runs_cells_multiline_input_and_interrupts() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let kernel = Kernel::start(dir.path());
-    let command = format!("{BIN} console --existing {}", kernel.file.display());
+    // `exec`: the shell `script` starts must not stay between the pty and the console. dash (the
+    // usual /bin/sh) would stay, and the pty's SIGINT on Ctrl-C would kill it, not the console.
+    let command = format!("exec {BIN} console --existing {}", kernel.file.display());
     let mut console = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("HOME", dir.path())
+        .env("SHELL", "/bin/sh")
         .env_remove("JUPYTER_DATA_DIR")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
