@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use kernelgate_wire::websocket::{
-    decode_legacy_binary, decode_v1, encode_legacy_binary, encode_v1, WsParts,
+    decode_legacy_binary, decode_v1, encode_legacy_binary, encode_v1_parts, WsParts,
 };
-use kernelgate_wire::{Channel, Message};
+use kernelgate_wire::{Channel, RawMessage};
 use serde_json::{json, Map, Value};
 
 /// Which framing a WebSocket connection uses.
@@ -189,52 +189,57 @@ pub fn complete_header(
     }
 }
 
-/// Encodes a verified message from the kernel for a client.
-pub fn encode(channel: Channel, msg: &Message, protocol: Protocol) -> OutFrame {
-    let header = serde_json::to_value(&msg.header).unwrap_or_else(|_| json!({}));
-    let parent = match &msg.parent_header {
-        Some(p) => serde_json::to_value(p).unwrap_or_else(|_| json!({})),
-        None => json!({}),
-    };
+/// Encodes a verified message from the kernel for a client. The signed parts go out as the
+/// kernel wrote them (checked to be well-formed JSON by the wire crate), never parsed and
+/// re-serialized: splicing a complete JSON value into an object cannot change its structure.
+pub fn encode(channel: Channel, msg: &RawMessage, protocol: Protocol) -> OutFrame {
+    let [header, parent, metadata, content] = &msg.parts;
     match protocol {
-        Protocol::V1 => {
-            let ser = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
-            let parts = WsParts {
-                channel: channel.name().to_owned(),
-                parts: [
-                    ser(&header),
-                    ser(&parent),
-                    serde_json::to_vec(&msg.metadata).unwrap_or_default(),
-                    ser(&msg.content),
-                ],
-                buffers: msg.buffers.clone(),
-            };
-            OutFrame::Binary(encode_v1(&parts))
-        }
+        Protocol::V1 => OutFrame::Binary(encode_v1_parts(
+            channel.name(),
+            [header, parent, metadata, content],
+            &msg.buffers,
+        )),
         Protocol::Legacy => {
-            let v = json!({
-                "header": header,
-                "msg_id": msg.header.msg_id,
-                "msg_type": msg.header.msg_type,
-                "parent_header": parent,
-                "metadata": msg.metadata,
-                "content": msg.content,
-                "buffers": [],
-                "channel": channel.name(),
-            });
+            let mut out = Vec::with_capacity(msg.parts.iter().map(Vec::len).sum::<usize>() + 160);
+            out.extend_from_slice(b"{\"header\": ");
+            out.extend_from_slice(header);
+            out.extend_from_slice(b", \"msg_id\": ");
+            push_json_str(&mut out, &msg.header.msg_id);
+            out.extend_from_slice(b", \"msg_type\": ");
+            push_json_str(&mut out, &msg.header.msg_type);
+            out.extend_from_slice(b", \"parent_header\": ");
+            out.extend_from_slice(parent);
+            out.extend_from_slice(b", \"metadata\": ");
+            out.extend_from_slice(metadata);
+            out.extend_from_slice(b", \"content\": ");
+            out.extend_from_slice(content);
+            out.extend_from_slice(b", \"buffers\": [], \"channel\": ");
+            push_json_str(&mut out, channel.name());
+            out.push(b'}');
             if msg.buffers.is_empty() {
-                OutFrame::Text(v.to_string())
+                // Every spliced part is UTF-8 (checked on receipt); the rest is ours.
+                match String::from_utf8(out) {
+                    Ok(text) => OutFrame::Text(text),
+                    Err(e) => OutFrame::Binary(encode_legacy_binary(e.as_bytes(), &[])),
+                }
             } else {
-                OutFrame::Binary(encode_legacy_binary(v.to_string().as_bytes(), &msg.buffers))
+                OutFrame::Binary(encode_legacy_binary(&out, &msg.buffers))
             }
         }
     }
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]
 #[allow(clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use kernelgate_wire::websocket::encode_v1;
 
     fn hdr() -> Value {
         json!({"msg_id": "m1", "msg_type": "execute_request", "session": "s", "username": "u", "date": "2020-01-01T00:00:00Z", "version": "5.4"})
@@ -304,5 +309,52 @@ mod tests {
         assert_eq!(old["date"].as_str(), Some(d.as_str()));
         complete_header(&mut h, "other", now, chrono::Duration::seconds(30));
         assert_eq!(h["session"], "sess");
+    }
+    fn kernel_message(buffers: Vec<Vec<u8>>) -> RawMessage {
+        let header = serde_json::from_value(json!({"msg_id": "k\"1", "msg_type": "stream", "session": "s", "username": "u", "date": "2020-01-01T00:00:00Z", "version": "5.4"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let msg = kernelgate_wire::Message {
+            identities: vec![b"stream.stdout".to_vec()],
+            header,
+            parent_header: None,
+            metadata: Map::new(),
+            content: json!({"name": "stdout", "text": "h\u{e9}\n"}),
+            buffers,
+        };
+        RawMessage::from_message(&msg).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn kernel_messages_encode_for_both_protocols() {
+        let msg = kernel_message(Vec::new());
+        let OutFrame::Text(text) = encode(Channel::IoPub, &msg, Protocol::Legacy) else {
+            panic!("a message without buffers is a text frame");
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["msg_id"], "k\"1");
+        assert_eq!(v["msg_type"], "stream");
+        assert_eq!(v["header"]["msg_id"], "k\"1");
+        assert_eq!(v["parent_header"], json!({}));
+        assert_eq!(v["metadata"], json!({}));
+        assert_eq!(v["content"]["text"], "h\u{e9}\n");
+        assert_eq!(v["buffers"], json!([]));
+        assert_eq!(v["channel"], "iopub");
+
+        let with_buffers = kernel_message(vec![vec![1, 2], vec![]]);
+        let OutFrame::Binary(b) = encode(Channel::IoPub, &with_buffers, Protocol::Legacy) else {
+            panic!("buffers need a binary frame");
+        };
+        let (json, buffers) = decode_legacy_binary(&b, MAX_PARTS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(buffers, vec![vec![1, 2], vec![]]);
+        let v: Value = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["content"]["name"], "stdout");
+
+        let OutFrame::Binary(b) = encode(Channel::Shell, &with_buffers, Protocol::V1) else {
+            panic!("v1 frames are binary");
+        };
+        let parts = decode_v1(&b, MAX_PARTS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parts.channel, "shell");
+        assert_eq!(parts.parts, with_buffers.parts);
+        assert_eq!(parts.buffers, with_buffers.buffers);
     }
 }

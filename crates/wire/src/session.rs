@@ -16,6 +16,7 @@ use crate::error::{ErrorKind, Result};
 use crate::frames::{FrameParts, Layout};
 use crate::limits::Limits;
 use crate::message::{self, format_date, Header, Message, PROTOCOL_VERSION};
+use crate::raw::RawMessage;
 use crate::replay::{ReplayConfig, ReplayGuard};
 
 /// A message whose signature, freshness and uniqueness were checked. Only
@@ -141,13 +142,7 @@ impl Session {
         let parent_header = message::decode_parent(p)?;
         let metadata = message::decode_metadata(m)?;
         let content = message::decode_content(c)?;
-        if let (Some(guard), Some(digest)) = (&self.replay, digest) {
-            let date = header.parsed_date()?;
-            let mut guard = guard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            guard.admit(digest, date, now)?;
-        }
+        self.admit_once(&header, digest, now)?;
         let buffers = frames.split_off(layout.buffers_start().min(frames.len()));
         frames.truncate(layout.delimiter);
         Ok(Verified(Message {
@@ -158,6 +153,60 @@ impl Session {
             content,
             buffers,
         }))
+    }
+
+    /// Like [`Session::admit`], but keeps the four signed parts as received (checked to be
+    /// well-formed JSON, not parsed into values): for relays that pass messages on.
+    pub fn admit_raw(
+        &self,
+        authentic: Authentic,
+        now: DateTime<Utc>,
+    ) -> Result<Verified<RawMessage>> {
+        let Authentic {
+            mut frames,
+            layout,
+            digest,
+        } = authentic;
+        let header = message::decode_header(layout.signed(&frames)[0])?;
+        let buffers = frames.split_off(layout.buffers_start().min(frames.len()));
+        let mut signed = frames.split_off((layout.delimiter + 2).min(frames.len()));
+        let content = signed.pop().unwrap_or_default();
+        let metadata = signed.pop().unwrap_or_default();
+        let parent = signed.pop().unwrap_or_default();
+        let header_bytes = signed.pop().unwrap_or_default();
+        frames.truncate(layout.delimiter);
+        let raw = RawMessage::checked(
+            frames,
+            header,
+            [header_bytes, parent, metadata, content],
+            buffers,
+        )?;
+        self.admit_once(&raw.header, digest, now)?;
+        Ok(Verified(raw))
+    }
+
+    /// [`Session::authenticate`] then [`Session::admit_raw`] at the current time.
+    pub fn receive_raw(&self, frames: Vec<Vec<u8>>) -> Result<Verified<RawMessage>> {
+        let authentic = self.authenticate(frames)?;
+        self.admit_raw(authentic, Utc::now())
+    }
+
+    /// Freshness and exact replay check; the digest is recorded only now, after the signature
+    /// verified and every part parsed.
+    fn admit_once(
+        &self,
+        header: &Header,
+        digest: Option<Digest>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if let (Some(guard), Some(digest)) = (&self.replay, digest) {
+            let date = header.parsed_date()?;
+            let mut guard = guard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            guard.admit(digest, date, now)?;
+        }
+        Ok(())
     }
 
     /// [`Session::authenticate`] then [`Session::admit`] at the current time.
@@ -270,7 +319,7 @@ fn new_msg_id() -> String {
 
 /// The four signed parts of `msg`, serialized as jupyter_client would (the same bytes as
 /// `crate::json::to_vec` on each part, written without serde's per-value dispatch).
-fn serialize_parts(msg: &Message) -> Result<[Vec<u8>; 4]> {
+pub(crate) fn serialize_parts(msg: &Message) -> Result<[Vec<u8>; 4]> {
     let mut header = Vec::with_capacity(256);
     msg.header.write_json(&mut header)?;
     let parent = match &msg.parent_header {

@@ -24,9 +24,15 @@ pub struct WsParts {
 
 /// Encodes `msg` in the v1 binary framing.
 pub fn encode_v1(msg: &WsParts) -> Vec<u8> {
-    let items: Vec<&[u8]> = std::iter::once(msg.channel.as_bytes())
-        .chain(msg.parts.iter().map(Vec::as_slice))
-        .chain(msg.buffers.iter().map(Vec::as_slice))
+    let [h, p, m, c] = &msg.parts;
+    encode_v1_parts(&msg.channel, [h, p, m, c], &msg.buffers)
+}
+
+/// Encodes a message in the v1 binary framing from borrowed parts.
+pub fn encode_v1_parts(channel: &str, parts: [&[u8]; 4], buffers: &[Vec<u8>]) -> Vec<u8> {
+    let items: Vec<&[u8]> = std::iter::once(channel.as_bytes())
+        .chain(parts)
+        .chain(buffers.iter().map(Vec::as_slice))
         .collect();
     let count = items.len() + 1;
     let header_len = 8 * (count + 1);

@@ -13,13 +13,14 @@ use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use futures_util::SinkExt;
 use kernelgate_wire::websocket::V1_SUBPROTOCOL;
 use kernelgate_wire::{Channel, Session};
 use kernelgate_zmq::{AsyncSocket, SocketType};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::ApiError;
-use crate::kernel::{Endpoint, ManagedKernel};
+use crate::kernel::{Broadcast, Endpoint, ManagedKernel};
 use crate::wsmsg::{self, Incoming, OutFrame, Protocol};
 use crate::{zmqio, HostShared};
 
@@ -27,6 +28,8 @@ use crate::{zmqio, HostShared};
 const PENDING_MAX: usize = 64;
 /// Refused client messages tolerated before the connection is closed.
 const MAX_ERRORS: u32 = 1000;
+/// Most messages written to the client in one flush.
+const BATCH_MAX: usize = 64;
 
 /// The upgrade handler.
 pub async fn channels(
@@ -184,34 +187,22 @@ impl Connection {
                     }
                 }
                 (channel, r) = recv_any(&mut self.sockets) => {
-                    let frames = match r {
-                        Ok(f) => f,
-                        Err(e) => {
-                            tracing::warn!(kernel = %self.kernel.id, "kernel socket: {e}");
-                            self.sockets = None;
-                            continue;
-                        }
-                    };
-                    let Some(s) = &self.sockets else { continue };
-                    match s.session.receive(frames) {
-                        Ok(msg) => {
-                            self.kernel.touch();
-                            if send(&mut socket, wsmsg::encode(channel, &msg, self.protocol)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => tracing::warn!(kernel = %self.kernel.id, error = %e, "refused a kernel reply"),
+                    let Some(frame) = self.from_kernel(channel, r) else { continue };
+                    if self.send_batch(&mut socket, frame, &mut iopub_rx).await.is_err() {
+                        break;
                     }
                 }
                 b = iopub_rx.recv() => {
-                    match b {
-                        Ok(b) => {
-                            if send(&mut socket, wsmsg::encode(b.channel, &b.msg, self.protocol)).await.is_err() {
-                                break;
-                            }
+                    let frame = match b {
+                        Ok(b) => wsmsg::encode(b.channel, &b.msg, self.protocol),
+                        Err(RecvError::Lagged(n)) => {
+                            lagged(&self.kernel, n);
+                            continue;
                         }
-                        Err(RecvError::Lagged(n)) => tracing::warn!(kernel = %self.kernel.id, "websocket client too slow: {n} iopub messages dropped"),
                         Err(RecvError::Closed) => break,
+                    };
+                    if self.send_batch(&mut socket, frame, &mut iopub_rx).await.is_err() {
+                        break;
                     }
                 }
                 changed = endpoint_rx.changed() => {
@@ -230,6 +221,81 @@ impl Connection {
         }
         let _ = socket.send(WsMessage::Close(None)).await;
         tracing::debug!(kernel = %self.kernel.id, "websocket closed");
+    }
+
+    /// Verifies a message from the kernel's shell, control or stdin socket and encodes it for
+    /// the client; `None` (logged) when it is refused or the socket failed.
+    fn from_kernel(
+        &mut self,
+        channel: Channel,
+        r: Result<Vec<Vec<u8>>, kernelgate_zmq::Error>,
+    ) -> Option<OutFrame> {
+        let frames = match r {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(kernel = %self.kernel.id, "kernel socket: {e}");
+                self.sockets = None;
+                return None;
+            }
+        };
+        let s = self.sockets.as_ref()?;
+        match s.session.receive_raw(frames) {
+            Ok(msg) => {
+                self.kernel.touch();
+                Some(wsmsg::encode(channel, &msg, self.protocol))
+            }
+            Err(e) => {
+                tracing::warn!(kernel = %self.kernel.id, error = %e, "refused a kernel reply");
+                None
+            }
+        }
+    }
+
+    /// The next message for the client that is already waiting (IOPub first), without blocking.
+    fn next_ready(
+        &mut self,
+        iopub_rx: &mut tokio::sync::broadcast::Receiver<Arc<Broadcast>>,
+    ) -> Option<OutFrame> {
+        loop {
+            match iopub_rx.try_recv() {
+                Ok(b) => return Some(wsmsg::encode(b.channel, &b.msg, self.protocol)),
+                Err(TryRecvError::Lagged(n)) => lagged(&self.kernel, n),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        let s = self.sockets.as_ref()?;
+        let ready = [
+            (Channel::Shell, &s.shell),
+            (Channel::Control, &s.control),
+            (Channel::Stdin, &s.stdin),
+        ]
+        .into_iter()
+        .find_map(
+            |(channel, socket)| match socket.get_ref().recv_multipart(true) {
+                Err(e) if e.is_again() => None,
+                r => Some((channel, r)),
+            },
+        );
+        let (channel, r) = ready?;
+        self.from_kernel(channel, r)
+    }
+
+    /// Sends `first` and whatever else is ready in one write: the five messages of an execute
+    /// arrive nearly together, and one flush wakes the client once instead of five times.
+    async fn send_batch(
+        &mut self,
+        socket: &mut WebSocket,
+        first: OutFrame,
+        iopub_rx: &mut tokio::sync::broadcast::Receiver<Arc<Broadcast>>,
+    ) -> Result<(), axum::Error> {
+        socket.feed(ws_message(first)).await?;
+        for _ in 0..BATCH_MAX {
+            let Some(frame) = self.next_ready(iopub_rx) else {
+                break;
+            };
+            socket.feed(ws_message(frame)).await?;
+        }
+        socket.flush().await
     }
 
     async fn forward(&mut self, mut msg: Incoming) {
@@ -268,9 +334,13 @@ impl Connection {
     }
 }
 
-async fn send(socket: &mut WebSocket, frame: OutFrame) -> Result<(), axum::Error> {
+fn ws_message(frame: OutFrame) -> WsMessage {
     match frame {
-        OutFrame::Text(t) => socket.send(WsMessage::Text(t.into())).await,
-        OutFrame::Binary(b) => socket.send(WsMessage::Binary(b.into())).await,
+        OutFrame::Text(t) => WsMessage::Text(t.into()),
+        OutFrame::Binary(b) => WsMessage::Binary(b.into()),
     }
+}
+
+fn lagged(kernel: &ManagedKernel, n: u64) {
+    tracing::warn!(kernel = %kernel.id, "websocket client too slow: {n} iopub messages dropped");
 }

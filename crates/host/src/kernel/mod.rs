@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kernelgate_wire::{Channel, ConnectionInfo, Message, Session};
+use kernelgate_wire::{Channel, ConnectionInfo, Message, RawMessage, Session};
 use kernelgate_zmq::Context;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -39,8 +39,8 @@ pub struct Endpoint {
 pub struct Broadcast {
     /// The channel it arrived on (iopub).
     pub channel: Channel,
-    /// The verified message.
-    pub msg: Message,
+    /// The verified message, its parts as the kernel signed them.
+    pub msg: RawMessage,
 }
 
 /// Requests to a kernel's supervisor.
@@ -280,10 +280,17 @@ impl ManagedKernel {
             content: json!({ "execution_state": execution_state }),
             buffers: Vec::new(),
         };
-        let _ = self.iopub_tx.send(Arc::new(Broadcast {
-            channel: Channel::IoPub,
-            msg,
-        }));
+        match RawMessage::from_message(&msg) {
+            Ok(msg) => {
+                let _ = self.iopub_tx.send(Arc::new(Broadcast {
+                    channel: Channel::IoPub,
+                    msg,
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(kernel = %self.id, error = %e, "cannot encode a status message")
+            }
+        }
     }
 }
 

@@ -312,12 +312,13 @@ async fn run_process(
             }
             frames = iopub.recv_multipart() => {
                 match frames {
-                    Ok(frames) => match session.receive(frames) {
+                    Ok(frames) => match session.receive_raw(frames) {
                         Ok(msg) => {
                             iopub_joined = true;
                             let msg = msg.into_inner();
                             if msg.msg_type() == "status" {
-                                if let Some(st) = msg.content.get("execution_state").and_then(Value::as_str) {
+                                let content = msg.content().unwrap_or_default();
+                                if let Some(st) = content.get("execution_state").and_then(Value::as_str) {
                                     kernel.apply(&Event::Status(st.to_owned()));
                                 }
                             }
