@@ -310,6 +310,7 @@ mod tests {
         complete_header(&mut h, "other", now, chrono::Duration::seconds(30));
         assert_eq!(h["session"], "sess");
     }
+
     fn kernel_message(buffers: Vec<Vec<u8>>) -> RawMessage {
         let header = serde_json::from_value(json!({"msg_id": "k\"1", "msg_type": "stream", "session": "s", "username": "u", "date": "2020-01-01T00:00:00Z", "version": "5.4"}))
             .unwrap_or_else(|e| panic!("{e}"));

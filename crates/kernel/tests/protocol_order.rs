@@ -168,8 +168,7 @@ impl Client {
             let state = m
                 .content
                 .get("execution_state")
-                .unwrap_or(&Value::Null)
-                .as_str()
+                .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
             let idle = state == "idle";

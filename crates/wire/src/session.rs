@@ -169,18 +169,13 @@ impl Session {
         } = authentic;
         let header = message::decode_header(layout.signed(&frames)[0])?;
         let buffers = frames.split_off(layout.buffers_start().min(frames.len()));
-        let mut signed = frames.split_off((layout.delimiter + 2).min(frames.len()));
-        let content = signed.pop().unwrap_or_default();
-        let metadata = signed.pop().unwrap_or_default();
-        let parent = signed.pop().unwrap_or_default();
-        let header_bytes = signed.pop().unwrap_or_default();
+        // What is left after the signature is exactly the four signed parts (Layout checked).
+        let signed: [Vec<u8>; 4] = frames
+            .split_off((layout.delimiter + 2).min(frames.len()))
+            .try_into()
+            .map_err(|_| crate::Error::new(ErrorKind::MalformedFrames, "not 4 signed parts"))?;
         frames.truncate(layout.delimiter);
-        let raw = RawMessage::checked(
-            frames,
-            header,
-            [header_bytes, parent, metadata, content],
-            buffers,
-        )?;
+        let raw = RawMessage::checked(frames, header, signed, buffers)?;
         self.admit_once(&raw.header, digest, now)?;
         Ok(Verified(raw))
     }

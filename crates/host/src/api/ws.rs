@@ -31,6 +31,9 @@ const MAX_ERRORS: u32 = 1000;
 /// Most messages written to the client in one flush.
 const BATCH_MAX: usize = 64;
 
+/// A message (or a socket error) from one of a connection's kernel sockets.
+type Received = (Channel, kernelgate_zmq::Result<Vec<Vec<u8>>>);
+
 /// The upgrade handler.
 pub async fn channels(
     State(host): State<Arc<HostShared>>,
@@ -92,18 +95,32 @@ impl Sockets {
         })
     }
 
-    async fn recv(&mut self) -> (Channel, Result<Vec<Vec<u8>>, kernelgate_zmq::Error>) {
+    async fn recv(&mut self) -> Received {
         tokio::select! {
             r = self.shell.recv_multipart() => (Channel::Shell, r),
             r = self.control.recv_multipart() => (Channel::Control, r),
             r = self.stdin.recv_multipart() => (Channel::Stdin, r),
         }
     }
+
+    /// Like [`Sockets::recv`], without waiting: `None` when no socket has a message.
+    fn try_recv(&self) -> Option<Received> {
+        [
+            (Channel::Shell, &self.shell),
+            (Channel::Control, &self.control),
+            (Channel::Stdin, &self.stdin),
+        ]
+        .into_iter()
+        .find_map(
+            |(channel, socket)| match socket.get_ref().recv_multipart(true) {
+                Err(e) if e.is_again() => None,
+                r => Some((channel, r)),
+            },
+        )
+    }
 }
 
-async fn recv_any(
-    s: &mut Option<Sockets>,
-) -> (Channel, Result<Vec<Vec<u8>>, kernelgate_zmq::Error>) {
+async fn recv_any(s: &mut Option<Sockets>) -> Received {
     match s {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -186,8 +203,8 @@ impl Connection {
                         }
                     }
                 }
-                (channel, r) = recv_any(&mut self.sockets) => {
-                    let Some(frame) = self.from_kernel(channel, r) else { continue };
+                received = recv_any(&mut self.sockets) => {
+                    let Some(frame) = self.for_client(received) else { continue };
                     if self.send_batch(&mut socket, frame, &mut iopub_rx).await.is_err() {
                         break;
                     }
@@ -225,11 +242,7 @@ impl Connection {
 
     /// Verifies a message from the kernel's shell, control or stdin socket and encodes it for
     /// the client; `None` (logged) when it is refused or the socket failed.
-    fn from_kernel(
-        &mut self,
-        channel: Channel,
-        r: Result<Vec<Vec<u8>>, kernelgate_zmq::Error>,
-    ) -> Option<OutFrame> {
+    fn for_client(&mut self, (channel, r): Received) -> Option<OutFrame> {
         let frames = match r {
             Ok(f) => f,
             Err(e) => {
@@ -263,21 +276,8 @@ impl Connection {
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
-        let s = self.sockets.as_ref()?;
-        let ready = [
-            (Channel::Shell, &s.shell),
-            (Channel::Control, &s.control),
-            (Channel::Stdin, &s.stdin),
-        ]
-        .into_iter()
-        .find_map(
-            |(channel, socket)| match socket.get_ref().recv_multipart(true) {
-                Err(e) if e.is_again() => None,
-                r => Some((channel, r)),
-            },
-        );
-        let (channel, r) = ready?;
-        self.from_kernel(channel, r)
+        let received = self.sockets.as_ref()?.try_recv()?;
+        self.for_client(received)
     }
 
     /// Sends `first` and whatever else is ready in one write: the five messages of an execute
