@@ -6,12 +6,13 @@
 //!   kernel instance with the same key are useless;
 //! - within the window, an exact history of accepted digests refuses any repeat.
 //!
-//! A digest is kept until its message could no longer pass the freshness rule, so memory is bounded
-//! by message rate x (window + skew). A hard cap refuses new messages rather than evicting history:
-//! eviction would make old messages replayable. The caller records a digest only after its
+//! A digest is kept until its message could no longer pass the freshness rule, and expired ones are
+//! swept out every sixteenth of that time, so memory is bounded by message rate x (window + skew)
+//! x 17/16. A hard cap refuses new messages rather than evicting history: eviction would make old
+//! messages replayable. The caller records a digest only after its
 //! signature verified, so a forgery can never poison the history of a genuine message.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
@@ -37,8 +38,9 @@ impl Default for ReplayConfig {
         ReplayConfig {
             window: Duration::from_secs(60),
             clock_skew: Duration::from_secs(5),
-            // About 40 bytes per entry: 4M entries (160 MiB at worst) sustain ~64,000 messages
-            // per second per session over window + skew. Memory grows only with actual traffic.
+            // 24 bytes per entry plus the table's slack: 4M entries (about 200 MiB at worst)
+            // sustain ~60,000 messages per second per session over window + skew. Memory grows
+            // only with actual traffic.
             max_entries: 1 << 22,
         }
     }
@@ -48,10 +50,30 @@ impl Default for ReplayConfig {
 #[derive(Debug)]
 pub struct ReplayGuard {
     config: ReplayConfig,
-    started: DateTime<Utc>,
-    seen: HashSet<u128, BuildHasherDefault<DigestHasher>>,
-    /// (expiry in µs since the epoch, digest key) in insertion order.
-    expiries: VecDeque<(i64, u128)>,
+    /// The bounds, precomputed in microseconds since the epoch so each message costs integer
+    /// comparisons only.
+    earliest_start_us: i64,
+    window_us: i64,
+    skew_us: i64,
+    /// How long a digest is kept: a message accepted at `t` is dated at most `t + skew`, so from
+    /// `t + skew + window` on it is stale and its digest is no longer needed.
+    keep_us: i64,
+    /// Accepted digests and when each may be forgotten (µs since the epoch). One table, no
+    /// per-message queue: a long history costs one random access per message, not two.
+    seen: HashMap<DigestKey, i64, BuildHasherDefault<DigestHasher>>,
+    /// When expired digests are next swept out.
+    next_sweep_us: i64,
+}
+
+/// The first 128 bits of a digest: collisions need 2^64 messages, far beyond any history.
+/// (An MD5 HMAC has exactly 128 bits.) Two words, so a table entry is 24 bytes, not 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DigestKey(u64, u64);
+
+impl std::hash::Hash for DigestKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
 }
 
 /// The digests are HMAC outputs: keyed and uniformly distributed, so they are their own hash.
@@ -67,35 +89,43 @@ impl Hasher for DigestHasher {
             self.0 = (self.0 << 8) | u64::from(*b);
         }
     }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
 }
 
-/// The first 128 bits of a digest: collisions need 2^64 messages, far beyond any history.
-/// (An MD5 HMAC has exactly 128 bits.)
-fn key_of(digest: &Digest) -> u128 {
+fn key_of(digest: &Digest) -> DigestKey {
     let mut b = [0u8; 16];
     let src = digest.as_bytes();
     let n = src.len().min(16);
     if let (Some(dst), Some(src)) = (b.get_mut(..n), src.get(..n)) {
         dst.copy_from_slice(src);
     }
-    u128::from_le_bytes(b)
+    let (lo, hi) = b.split_at(8);
+    DigestKey(word(lo), word(hi))
 }
 
-fn chrono_duration(d: Duration) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+fn word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// A duration in whole microseconds, saturating (a configured window of centuries means "always").
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl ReplayGuard {
     /// A guard for a session that started at `started` (the kernel's or client's creation time).
     pub fn new(config: ReplayConfig, started: DateTime<Utc>) -> ReplayGuard {
+        let (window_us, skew_us) = (micros(config.window), micros(config.clock_skew));
         ReplayGuard {
             config,
-            started,
-            seen: HashSet::default(),
-            expiries: VecDeque::new(),
+            earliest_start_us: started.timestamp_micros().saturating_sub(skew_us),
+            window_us,
+            skew_us,
+            keep_us: window_us.saturating_add(skew_us),
+            seen: HashMap::default(),
+            next_sweep_us: i64::MIN,
         }
     }
 
@@ -116,34 +146,20 @@ impl ReplayGuard {
 
     /// Checks the freshness of a message dated `date`, at time `now`.
     pub fn check_fresh(&self, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-        let skew = chrono_duration(self.config.clock_skew);
-        let window = chrono_duration(self.config.window);
-        if date
-            > now
-                .checked_add_signed(skew)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC)
-        {
+        let (date, now) = (date.timestamp_micros(), now.timestamp_micros());
+        if date > now.saturating_add(self.skew_us) {
             return err(
                 ErrorKind::FutureDated,
                 "message is dated beyond the clock-skew allowance",
             );
         }
-        if date
-            < now
-                .checked_sub_signed(window)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        {
+        if date < now.saturating_sub(self.window_us) {
             return err(
                 ErrorKind::Stale,
                 "message is older than the freshness window",
             );
         }
-        if date
-            < self
-                .started
-                .checked_sub_signed(skew)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        {
+        if date < self.earliest_start_us {
             return err(
                 ErrorKind::Stale,
                 "message is dated before this session started",
@@ -155,41 +171,98 @@ impl ReplayGuard {
     /// Admits a verified message once: checks freshness, refuses a repeat, records the digest.
     pub fn admit(&mut self, digest: Digest, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
         self.check_fresh(date, now)?;
-        self.forget_expired(now);
+        let now = now.timestamp_micros();
+        if now >= self.next_sweep_us {
+            self.sweep(now);
+        }
         let key = key_of(&digest);
-        if self.seen.contains(&key) {
-            return err(ErrorKind::Replayed, "message was already received");
+        if self.seen.len() >= self.config.max_entries && !self.seen.contains_key(&key) {
+            // Expired digests may still be waiting for the sweep: never refuse because of them.
+            self.sweep(now);
+            if self.seen.len() >= self.config.max_entries {
+                return err(
+                    ErrorKind::ReplayCacheFull,
+                    format!(
+                        "replay history holds {} digests, its cap",
+                        self.config.max_entries
+                    ),
+                );
+            }
         }
-        if self.seen.len() >= self.config.max_entries {
-            return err(
-                ErrorKind::ReplayCacheFull,
-                format!(
-                    "replay history holds {} digests, its cap",
-                    self.config.max_entries
-                ),
-            );
+        match self.seen.entry(key) {
+            Entry::Occupied(_) => err(ErrorKind::Replayed, "message was already received"),
+            Entry::Vacant(slot) => {
+                slot.insert(now.saturating_add(self.keep_us));
+                Ok(())
+            }
         }
-        let keep = chrono_duration(self.config.window + self.config.clock_skew);
-        let expiry = now
-            .checked_add_signed(keep)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        self.seen.insert(key);
-        self.expiries.push_back((expiry.timestamp_micros(), key));
-        Ok(())
     }
 
     /// Drops digests whose messages can no longer pass the freshness check.
-    ///
-    /// A message accepted at `t` is dated at most `t + skew`, so from `t + skew + window` on it is
-    /// stale and its digest is no longer needed.
     pub fn forget_expired(&mut self, now: DateTime<Utc>) {
-        let now = now.timestamp_micros();
-        while let Some((expiry, key)) = self.expiries.front().copied() {
-            if expiry > now {
-                break;
-            }
-            self.seen.remove(&key);
-            self.expiries.pop_front();
-        }
+        self.sweep(now.timestamp_micros());
+    }
+
+    fn sweep(&mut self, now_us: i64) {
+        self.seen.retain(|_, expiry| *expiry > now_us);
+        self.next_sweep_us = now_us.saturating_add((self.keep_us / 16).max(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::auth::{Scheme, Signer};
+    use crate::Key;
+    use chrono::TimeDelta;
+
+    fn digest(n: u8) -> Digest {
+        let signer = Signer::new(Scheme::Sha256, &Key::new(b"k".to_vec())).unwrap();
+        signer.digest(&[&[n], b"", b"", b""]).unwrap()
+    }
+
+    fn guard(max_entries: usize, t0: DateTime<Utc>) -> ReplayGuard {
+        let config = ReplayConfig {
+            window: Duration::from_secs(10),
+            clock_skew: Duration::from_secs(1),
+            max_entries,
+        };
+        ReplayGuard::new(config, t0)
+    }
+
+    fn kind(r: Result<()>) -> Option<ErrorKind> {
+        r.err().map(|e| e.kind())
+    }
+
+    #[test]
+    fn a_digest_is_kept_while_its_message_could_be_fresh() {
+        let t0 = Utc::now();
+        let mut g = guard(10, t0);
+        let dated = t0 + TimeDelta::seconds(1); // as far ahead as the skew allows
+        g.admit(digest(1), dated, t0).unwrap();
+        // Still fresh just before window + skew has passed: the history must still refuse it.
+        let late = t0 + TimeDelta::milliseconds(10_999);
+        g.forget_expired(late);
+        assert_eq!(kind(g.admit(digest(1), dated, late)), Some(ErrorKind::Replayed));
+        // From then on it is stale, whatever the history holds.
+        let after = t0 + TimeDelta::milliseconds(11_001);
+        assert_eq!(kind(g.admit(digest(1), dated, after)), Some(ErrorKind::Stale));
+    }
+
+    #[test]
+    fn expired_digests_are_swept_and_never_count_against_the_cap() {
+        let t0 = Utc::now();
+        let mut g = guard(2, t0);
+        g.admit(digest(1), t0, t0).unwrap();
+        g.admit(digest(2), t0, t0).unwrap();
+        assert_eq!(
+            kind(g.admit(digest(3), t0, t0)),
+            Some(ErrorKind::ReplayCacheFull)
+        );
+        assert_eq!(kind(g.admit(digest(1), t0, t0)), Some(ErrorKind::Replayed));
+        let later = t0 + TimeDelta::seconds(12);
+        g.admit(digest(3), later, later).unwrap();
+        assert_eq!(g.len(), 1);
     }
 }
