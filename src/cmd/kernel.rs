@@ -62,6 +62,7 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
         max_operations: args.max_operations,
         max_message_size: args.max_message_size,
         after_start: None,
+        when_idle: None,
     };
     let rejections = standalone::run(options)?;
     if rejections.total() > 0 {

@@ -24,7 +24,7 @@ pub(crate) struct ControlLoop {
 
 impl ControlLoop {
     pub(crate) fn run(self) {
-        while let Some(ready) = wait_readable(&self.socket, &self.flags) {
+        while let Some(ready) = wait_readable(&self.socket, &self.flags, None) {
             if !ready {
                 continue;
             }
@@ -111,7 +111,7 @@ pub(crate) fn shutdown(
 
 /// Echoes each heartbeat frame back: the heartbeat is raw bytes, not a signed message.
 pub(crate) fn heartbeat_loop(socket: Socket, flags: Flags) {
-    while let Some(ready) = wait_readable(&socket, &flags) {
+    while let Some(ready) = wait_readable(&socket, &flags, None) {
         if !ready {
             continue;
         }

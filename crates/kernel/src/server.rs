@@ -29,6 +29,11 @@ pub const ZAP_DOMAIN: &str = "kernelgate";
 /// How long a loop waits before re-checking the shutdown flag.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How long the shell must sit idle after serving requests before [`KernelOptions::when_idle`]
+/// runs: long enough that a burst of requests is over, short enough that an idle kernel soon
+/// holds only what it needs.
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Why a kernel could not start or stopped abnormally.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -77,6 +82,9 @@ pub struct KernelOptions {
     pub sockets: SocketConfig,
     /// Maximum inputs kept for history_request.
     pub history_entries: usize,
+    /// Called on the shell thread once the kernel has sat idle for [`IDLE_AFTER`] after serving
+    /// requests (once per idle spell): where a kernel process can give memory back.
+    pub when_idle: Option<fn()>,
 }
 
 impl KernelOptions {
@@ -89,6 +97,7 @@ impl KernelOptions {
             session,
             sockets: SocketConfig::default(),
             history_entries: 10_000,
+            when_idle: None,
         }
     }
 }
@@ -105,6 +114,7 @@ pub struct BoundKernel {
     iopub: Socket,
     hb: Socket,
     history_entries: usize,
+    when_idle: Option<fn()>,
 }
 
 fn bind_channel(
@@ -198,6 +208,7 @@ impl BoundKernel {
             iopub,
             hb,
             history_entries: options.history_entries,
+            when_idle: options.when_idle,
         })
     }
 
@@ -251,6 +262,7 @@ impl BoundKernel {
             execution_count: 0,
             history: History::new(self.history_entries),
             queued: Vec::new(),
+            when_idle: self.when_idle,
         };
         shell.run(&mut kernel);
         flags.request_shutdown();
@@ -261,9 +273,13 @@ impl BoundKernel {
     }
 }
 
-/// Waits until `socket` is readable or a tick passes: `Some(ready)`, or `None` once the kernel
-/// is shutting down (or the context terminated).
-pub(crate) fn wait_readable(socket: &Socket, flags: &Flags) -> Option<bool> {
+/// Waits until `socket` is readable, or a tick passes, or at most `timeout`: `Some(ready)`, or
+/// `None` once the kernel is shutting down (or the context terminated).
+pub(crate) fn wait_readable(
+    socket: &Socket,
+    flags: &Flags,
+    timeout: Option<Duration>,
+) -> Option<bool> {
     if flags.shutting_down() {
         return None;
     }
@@ -273,7 +289,7 @@ pub(crate) fn wait_readable(socket: &Socket, flags: &Flags) -> Option<bool> {
                 PollItem::new(socket, PollEvents::READABLE),
                 PollItem::latch(wake),
             ];
-            poll(&mut items, None).map(|_| {
+            poll(&mut items, timeout).map(|_| {
                 items
                     .first()
                     .is_some_and(|i| i.revents().contains(PollEvents::READABLE))
@@ -281,7 +297,8 @@ pub(crate) fn wait_readable(socket: &Socket, flags: &Flags) -> Option<bool> {
         }
         None => {
             let mut items = [PollItem::new(socket, PollEvents::READABLE)];
-            poll(&mut items, Some(TICK)).map(|n| n > 0)
+            let tick = timeout.map_or(TICK, |t| t.min(TICK));
+            poll(&mut items, Some(tick)).map(|n| n > 0)
         }
     };
     if flags.shutting_down() {

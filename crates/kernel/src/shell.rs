@@ -16,7 +16,7 @@ use crate::control::shutdown;
 use crate::handler::{Completeness, Kernel, KernelInfo, Outcome};
 use crate::history::History;
 use crate::io::{ExecContext, Flags, Publisher, Stdin};
-use crate::server::{kernel_info_reply, receive, wait_readable};
+use crate::server::{kernel_info_reply, receive, wait_readable, IDLE_AFTER};
 use kernelgate_wire::Rejections;
 
 pub(crate) struct ShellLoop {
@@ -31,6 +31,8 @@ pub(crate) struct ShellLoop {
     pub(crate) history: History,
     /// Requests taken off the queue by a failed cell, to be aborted or served next.
     pub(crate) queued: Vec<Message>,
+    /// See [`crate::server::KernelOptions::when_idle`].
+    pub(crate) when_idle: Option<fn()>,
 }
 
 impl ShellLoop {
@@ -38,11 +40,20 @@ impl ShellLoop {
         // Try a receive before waiting: a request queued behind the one just served is taken
         // without another zmq_poll.
         let mut try_first = true;
+        // Whether requests were served since `when_idle` last ran.
+        let mut served = false;
         while !self.flags.shutting_down() {
             if !try_first {
-                match wait_readable(&self.socket, &self.flags) {
+                let idle_hook = self.when_idle.filter(|_| served);
+                match wait_readable(&self.socket, &self.flags, idle_hook.map(|_| IDLE_AFTER)) {
                     None => break,
-                    Some(false) => continue,
+                    Some(false) => {
+                        if let Some(hook) = idle_hook {
+                            hook();
+                            served = false;
+                        }
+                        continue;
+                    }
                     Some(true) => {}
                 }
             }
@@ -55,6 +66,7 @@ impl ShellLoop {
                 Some(msg) => {
                     self.serve(kernel, msg.into_inner(), false);
                     try_first = true;
+                    served = true;
                 }
                 None => try_first = false,
             }

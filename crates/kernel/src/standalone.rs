@@ -33,6 +33,9 @@ pub struct StandaloneOptions {
     pub max_message_size: usize,
     /// Called once the sockets are bound and the interpreter is built, just before serving.
     pub after_start: Option<fn()>,
+    /// Called on the shell thread once the kernel has sat idle for a second after serving
+    /// requests (see [`KernelOptions::when_idle`]).
+    pub when_idle: Option<fn()>,
 }
 
 impl Default for StandaloneOptions {
@@ -44,6 +47,7 @@ impl Default for StandaloneOptions {
             max_operations: RhaiLimits::default().max_operations,
             max_message_size: 64 << 20,
             after_start: None,
+            when_idle: None,
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
     let (path, info, existed) = connection(&options)?;
     let ctx = kernelgate_zmq::Context::new().map_err(|e| fail("creating the ZeroMQ context", e))?;
     let mut kernel_options = KernelOptions::new(info);
+    kernel_options.when_idle = options.when_idle;
     let max = options.max_message_size;
     kernel_options.session.limits.max_total_bytes = max;
     kernel_options.session.limits.max_frame_bytes = max;

@@ -3,7 +3,8 @@
 //! - Execute round trip ("1+1", `execute_request` -> `execute_reply`) over the WebSocket (legacy
 //!   JSON protocol) through `kernelgate serve` to a built-in kernel; against the same through
 //!   jupyter_server to an ipykernel (`python/peers/bench_host.py`, websocket-client); and against
-//!   our direct ZeroMQ client (`BlockingKernelClient`) to a built-in kernel, the floor. The
+//!   our direct ZeroMQ client (`BlockingKernelClient`) to a built-in kernel, the floor. Ours and
+//!   the floor take turns in blocks of rounds, so the machine's load weighs on both alike. The
 //!   `rtt-quickack` rows repeat both WebSocket cases with TCP_QUICKACK set on the client socket
 //!   before every read: a diagnostic that removes the ~40 ms a server without TCP_NODELAY loses to
 //!   the client's delayed ACK (Nagle) on every multi-frame reply.
@@ -28,9 +29,9 @@ mod scale;
 mod serve;
 
 use scale::scale;
-use serve::{ws_rtt, Host};
+use serve::{Host, WsClient};
 
-use crate::procs::{kernelgate_binary, start_builtin_kernel};
+use crate::procs::{kernelgate_binary, start_builtin_kernel, Child};
 use crate::python::Python;
 
 /// Options of `kernelgate-bench host`.
@@ -52,6 +53,10 @@ pub struct Args {
     /// Kernels of the jupyter_server anchor.
     #[arg(long, default_value_t = 8)]
     peer_kernels: usize,
+    /// Only the round trips of ours against the floor (no jupyter_server, no scale cases): a
+    /// quick check while working on the relay.
+    #[arg(long)]
+    rtt_only: bool,
 }
 
 /// One result row: our figure, the comparison figure, and how the ratio reads.
@@ -115,11 +120,13 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
     let dir = TempDir::new()?;
     let mut cases = Vec::new();
 
-    // The floor: our direct ZeroMQ client to a built-in kernel (outside any async runtime).
-    let floor = floor_rtt(&bin, dir.path(), args)?;
-
-    // The peer: jupyter_server + ipykernel, round trips and the N = 8 anchor.
-    let peer = run_peer(python, args)?;
+    // The peer: jupyter_server + ipykernel, round trips and the N = 8 anchor. It runs alone, so
+    // its processes never compete with ours.
+    let peer = if args.rtt_only {
+        Vec::new()
+    } else {
+        run_peer(python, args)?
+    };
     let pget = |case: &str, key: &str| -> Option<f64> {
         peer.iter()
             .find(|v| v["case"] == case)
@@ -132,12 +139,17 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
             .unwrap_or("?")
     );
 
-    // Ours: kernelgate serve.
+    // Ours, kernelgate serve, and the floor, our direct ZeroMQ client to a built-in kernel
+    // (outside any async runtime), measured in alternating blocks.
     let host = Host::start(&bin, dir.path())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (ws, wsq) = rt.block_on(ws_rtt(&host, args))?;
+    let mut floor_client = FloorClient::start(&bin, dir.path())?;
+    let mut ws_client = rt.block_on(WsClient::connect(&host))?;
+    let Rtt { floor, ws, wsq } = interleaved_rtt(&mut floor_client, &mut ws_client, &rt, args)?;
+    drop(floor_client);
+    rt.block_on(ws_client.close(&host))?;
 
     let (wm, wp) = (pct(&ws, 0.5), pct(&ws, 0.99));
     let (fm, fp) = (pct(&floor, 0.5), pct(&floor, 0.99));
@@ -196,6 +208,13 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
             .overhead(),
     );
 
+    if args.rtt_only {
+        drop(rt);
+        host.stop();
+        cases.retain(|c| c.peer_name.as_deref() == Some("zmq direct (floor)"));
+        print(&cases, json_out, args, ws.len(), floor.len());
+        return Ok(());
+    }
     let pn = args.peer_kernels;
     let anchor = format!("{js} + ipykernel, N={pn}");
     for n in [10usize, 100, 1000]
@@ -347,28 +366,85 @@ fn random_token() -> Result<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The floor: direct ZeroMQ.
+// The floor, direct ZeroMQ, and the interleaving.
 
-fn floor_rtt(bin: &Path, dir: &Path, args: &Args) -> Result<Vec<f64>> {
-    let file = dir.join("floor.json");
-    let kernel = start_builtin_kernel(bin, &file)?;
-    let mut client = BlockingKernelClient::from_file(&file, ClientConfig::default())?;
-    client.wait_for_ready(Duration::from_secs(30))?;
-    let execute = execute_content();
-    let mut out = Vec::with_capacity(args.rounds);
-    for i in 0..args.warmup + args.rounds {
+/// Our blocking ZeroMQ client of a built-in kernel of its own.
+struct FloorClient {
+    client: BlockingKernelClient,
+    execute: Value,
+    _kernel: Child,
+}
+
+impl FloorClient {
+    fn start(bin: &Path, dir: &Path) -> Result<FloorClient> {
+        let file = dir.join("floor.json");
+        let kernel = start_builtin_kernel(bin, &file)?;
+        let mut client = BlockingKernelClient::from_file(&file, ClientConfig::default())?;
+        client.wait_for_ready(Duration::from_secs(30))?;
+        Ok(FloorClient {
+            client,
+            execute: execute_content(),
+            _kernel: kernel,
+        })
+    }
+
+    /// One execute round trip, in microseconds.
+    fn round(&mut self) -> Result<f64> {
         let t = Instant::now();
-        let r = client.request(Channel::Shell, "execute_request", execute.clone())?;
+        let r = self
+            .client
+            .request(Channel::Shell, "execute_request", self.execute.clone())?;
         let us = t.elapsed().as_secs_f64() * 1e6;
         if r.content.get("status").and_then(Value::as_str) != Some("ok") {
             bail!("floor: execute_reply status {:?}", r.content.get("status"));
         }
-        if i >= args.warmup {
-            out.push(us);
-        }
+        Ok(us)
     }
-    drop(client);
-    drop(kernel);
+}
+
+/// Round-trip samples in microseconds: the floor, the WebSocket, the WebSocket with QUICKACK.
+struct Rtt {
+    floor: Vec<f64>,
+    ws: Vec<f64>,
+    wsq: Vec<f64>,
+}
+
+/// Blocks the timed rounds are split into. The floor and the WebSocket take turns block by
+/// block, so a neighbour's load on this shared machine weighs on both alike instead of on
+/// whichever ran while it lasted.
+const BLOCKS: usize = 10;
+
+fn interleaved_rtt(
+    floor: &mut FloorClient,
+    ws: &mut WsClient,
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+) -> Result<Rtt> {
+    for _ in 0..args.warmup {
+        floor.round()?;
+        rt.block_on(ws.round(false))?;
+    }
+    let mut out = Rtt {
+        floor: Vec::with_capacity(args.rounds),
+        ws: Vec::with_capacity(args.rounds),
+        wsq: Vec::with_capacity(args.rounds),
+    };
+    for block in 0..BLOCKS {
+        // Block sizes that add up to `rounds` exactly.
+        let n = args.rounds * (block + 1) / BLOCKS - args.rounds * block / BLOCKS;
+        for _ in 0..n {
+            out.floor.push(floor.round()?);
+        }
+        rt.block_on(async {
+            for _ in 0..n {
+                out.ws.push(ws.round(false).await?);
+            }
+            for _ in 0..n {
+                out.wsq.push(ws.round(true).await?);
+            }
+            anyhow::Ok(())
+        })?;
+    }
     Ok(out)
 }
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::{execute_content, random_token, Args};
+use super::{execute_content, random_token};
 use crate::procs::Child;
 
 pub(super) struct Host {
@@ -168,62 +168,91 @@ async fn ws_request(
     }
 }
 
-/// (plain round trips, round trips with TCP_QUICKACK on the client socket).
-pub(super) async fn ws_rtt(host: &Host, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
-    let id = host.start_kernel().await?;
-    let url = format!(
-        "ws://{}/api/kernels/{id}/channels?session_id=bench",
-        host.addr
-    );
-    let mut req = url.into_client_request()?;
-    req.headers_mut()
-        .insert("Authorization", format!("token {}", host.token).parse()?);
-    // TCP_NODELAY on our side (as websocket-client does): without it Nagle holds a frame's second
-    // write until the peer's delayed ACK, ~40 ms per round trip.
-    let tcp = tokio::net::TcpStream::connect(&host.addr).await?;
-    tcp.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
-        .await
-        .context("WebSocket connect to kernelgate serve")?;
-    let mut seq = 0;
-    // Ready: the first kernel_info reply (retried while the kernel starts).
-    let t0 = Instant::now();
-    loop {
-        match ws_request(&mut ws, &mut seq, "kernel_info_request", &json!({}), false).await {
-            Ok(_) => break,
-            Err(e) if t0.elapsed() < Duration::from_secs(30) => {
-                let _ = e;
-            }
-            Err(e) => {
-                return Err(e.context("kernel through kernelgate serve never answered kernel_info"))
+/// A WebSocket client of one kernel started through `kernelgate serve`.
+pub(super) struct WsClient {
+    ws: Ws,
+    seq: u64,
+    kernel_id: String,
+    execute: Value,
+}
+
+impl WsClient {
+    /// Starts a kernel, connects to its channels and waits for its first kernel_info reply.
+    pub(super) async fn connect(host: &Host) -> Result<WsClient> {
+        let kernel_id = host.start_kernel().await?;
+        let url = format!(
+            "ws://{}/api/kernels/{kernel_id}/channels?session_id=bench",
+            host.addr
+        );
+        let mut req = url.into_client_request()?;
+        req.headers_mut()
+            .insert("Authorization", format!("token {}", host.token).parse()?);
+        // TCP_NODELAY on our side (as websocket-client does): without it Nagle holds a frame's
+        // second write until the peer's delayed ACK, ~40 ms per round trip.
+        let tcp = tokio::net::TcpStream::connect(&host.addr).await?;
+        tcp.set_nodelay(true)?;
+        let (ws, _) = tokio_tungstenite::client_async(req, tcp)
+            .await
+            .context("WebSocket connect to kernelgate serve")?;
+        let mut client = WsClient {
+            ws,
+            seq: 0,
+            kernel_id,
+            execute: execute_content(),
+        };
+        // Ready: the first kernel_info reply (retried while the kernel starts).
+        let t0 = Instant::now();
+        loop {
+            let info = ws_request(
+                &mut client.ws,
+                &mut client.seq,
+                "kernel_info_request",
+                &json!({}),
+                false,
+            )
+            .await;
+            match info {
+                Ok(_) => return Ok(client),
+                Err(_) if t0.elapsed() < Duration::from_secs(30) => {}
+                Err(e) => {
+                    return Err(
+                        e.context("kernel through kernelgate serve never answered kernel_info")
+                    )
+                }
             }
         }
     }
-    let execute = execute_content();
-    let mut out = Vec::with_capacity(args.rounds);
-    let mut quick = Vec::with_capacity(args.rounds);
-    for quickack in [false, true] {
-        for i in 0..args.warmup + args.rounds {
-            let t = Instant::now();
-            let r = ws_request(&mut ws, &mut seq, "execute_request", &execute, quickack).await?;
-            let us = t.elapsed().as_secs_f64() * 1e6;
-            if r.pointer("/content/status").and_then(Value::as_str) != Some("ok") {
-                bail!(
-                    "ws: execute_reply {}",
-                    r.get("content").unwrap_or(&Value::Null)
-                );
-            }
-            if i >= args.warmup {
-                if quickack { &mut quick } else { &mut out }.push(us);
-            }
-        }
-    }
-    let _ = ws.close(None).await;
-    let (st, v) = host
-        .http("DELETE", &format!("/api/kernels/{id}"), None)
+
+    /// One execute round trip, in microseconds.
+    pub(super) async fn round(&mut self, quickack: bool) -> Result<f64> {
+        let t = Instant::now();
+        let r = ws_request(
+            &mut self.ws,
+            &mut self.seq,
+            "execute_request",
+            &self.execute,
+            quickack,
+        )
         .await?;
-    if st / 100 != 2 {
-        bail!("DELETE kernel: {st} {v}");
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        if r.pointer("/content/status").and_then(Value::as_str) != Some("ok") {
+            bail!(
+                "ws: execute_reply {}",
+                r.get("content").unwrap_or(&Value::Null)
+            );
+        }
+        Ok(us)
     }
-    Ok((out, quick))
+
+    /// Closes the WebSocket and deletes the kernel.
+    pub(super) async fn close(mut self, host: &Host) -> Result<()> {
+        let _ = self.ws.close(None).await;
+        let (st, v) = host
+            .http("DELETE", &format!("/api/kernels/{}", self.kernel_id), None)
+            .await?;
+        if st / 100 != 2 {
+            bail!("DELETE kernel: {st} {v}");
+        }
+        Ok(())
+    }
 }

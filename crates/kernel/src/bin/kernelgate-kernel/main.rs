@@ -56,6 +56,7 @@ fn main() -> ExitCode {
 fn parse(args: &[String]) -> Result<Option<(StandaloneOptions, String)>, String> {
     let mut options = StandaloneOptions {
         after_start: Some(trim::drop_startup_code),
+        when_idle: Some(trim::give_back_idle_memory),
         ..StandaloneOptions::default()
     };
     // As `kernelgate`: RUST_LOG first, then --log, whose default comes from KERNELGATE_LOG.
