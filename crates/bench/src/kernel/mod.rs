@@ -234,15 +234,17 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     cases.push(Case::latency("split/execute ours->minimal kernel", s));
 
     // Memory right after our round trips, before the kernel has had a second to go idle.
-    let busy = Memory::of(ours_kernel.pid())?;
+    let startup = Startup {
+        ms: ours_start,
+        fresh_rss,
+        busy: Memory::of(ours_kernel.pid())?,
+    };
     if args.ours_only {
         return finish(
             cases,
             ours,
             ours_kernel,
-            ours_start,
-            fresh_rss,
-            busy,
+            startup,
             json_out,
             python,
         );
@@ -306,12 +308,18 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         cases,
         ours,
         ours_kernel,
-        ours_start,
-        fresh_rss,
-        busy,
+        startup,
         json_out,
         python,
     )
+}
+
+/// Our kernel's start-up time (median, ms), its fresh RSS samples (MiB), and its memory right
+/// after the round trips.
+struct Startup {
+    ms: f64,
+    fresh_rss: Vec<f64>,
+    busy: Memory,
 }
 
 /// VmRSS and RssAnon of a process, in MiB.
@@ -333,9 +341,7 @@ fn finish(
     mut cases: Vec<Case>,
     ours: BlockingKernelClient,
     ours_kernel: Child,
-    ours_start: f64,
-    mut fresh_rss: Vec<f64>,
-    busy: Memory,
+    mut startup: Startup,
     json_out: bool,
     python: &Python,
 ) -> Result<()> {
@@ -347,22 +353,22 @@ fn finish(
     ours_kernel.stop()?;
     cases.push(Case {
         case: "startup/ours".into(),
-        ms: Some(ours_start),
+        ms: Some(startup.ms),
         median_us: None,
         p99_us: None,
         mib: None,
     });
     cases.push(Case {
         case: "memory/ours (fresh)".into(),
-        mib: Some(median(&mut fresh_rss)),
+        mib: Some(median(&mut startup.fresh_rss)),
         median_us: None,
         p99_us: None,
         ms: None,
     });
     // Anonymous memory: what each further kernel adds (the binary's text pages are shared).
     for (case, mib) in [
-        ("memory/ours (right after round trips)", busy.rss),
-        ("memory/ours RssAnon (right after round trips)", busy.anon),
+        ("memory/ours (right after round trips)", startup.busy.rss),
+        ("memory/ours RssAnon (right after round trips)", startup.busy.anon),
         ("memory/ours (idle after round trips)", idle.rss),
         ("memory/ours RssAnon (idle after round trips)", idle.anon),
     ] {
