@@ -22,12 +22,22 @@ use std::ffi::c_void;
 /// Unmaps clean read-only file mappings from the resident set. Best effort: does nothing where
 /// /proc is unreadable.
 pub fn drop_startup_code() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    for (start, len) in clean_read_only_mappings(&smaps) {
+    for &(start, len) in clean_mappings() {
         unmap_resident(start, len);
     }
+}
+
+/// The clean read-only file mappings, found once (reading /proc/self/smaps walks every page
+/// table, about half a millisecond; a thousand kernels going idle at once should not each pay
+/// it again). The list stays true: a mapping that is not writable gains no anonymous page
+/// unless it is made writable, which nothing does after start-up.
+fn clean_mappings() -> &'static [(usize, usize)] {
+    static CLEAN: std::sync::OnceLock<Vec<(usize, usize)>> = std::sync::OnceLock::new();
+    CLEAN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/smaps")
+            .map(|smaps| clean_read_only_mappings(&smaps))
+            .unwrap_or_default()
+    })
 }
 
 /// Run once the kernel has sat idle after serving requests: drops the read-only file pages
@@ -113,7 +123,8 @@ fn release_free_heap() {}
 #[allow(unsafe_code)]
 fn unmap_resident(start: usize, len: usize) {
     // SAFETY: [start, start + len) is a whole private, file-backed mapping that is not writable
-    // and holds no anonymous page, as /proc/self/smaps just listed it. MADV_DONTNEED on such a
+    // and held no anonymous page when /proc/self/smaps listed it (nor can it since, see
+    // `clean_mappings`). MADV_DONTNEED on such a
     // mapping only drops page-table entries: the next access maps the unmodified file page back,
     // so its contents stay exactly as they were and no memory of ours is freed or changed.
     let rc = unsafe { libc::madvise(start as *mut c_void, len, libc::MADV_DONTNEED) };
