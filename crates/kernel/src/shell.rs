@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use kernelgate_wire::content::{
     CompleteRequest, ExecuteRequest, HistoryRequest, InspectRequest, IsCompleteRequest,
@@ -40,15 +41,20 @@ impl ShellLoop {
         // Try a receive before waiting: a request queued behind the one just served is taken
         // without another zmq_poll.
         let mut try_first = true;
-        // Whether requests were served since `when_idle` last ran.
+        // Whether requests were served since `when_idle` last ran, and when the last one was.
         let mut served = false;
+        let mut last_served = Instant::now();
         while !self.flags.shutting_down() {
             if !try_first {
                 let idle_hook = self.when_idle.filter(|_| served);
-                match wait_readable(&self.socket, &self.flags, idle_hook.map(|_| IDLE_AFTER)) {
+                let until_idle = IDLE_AFTER.saturating_sub(last_served.elapsed());
+                match wait_readable(&self.socket, &self.flags, idle_hook.map(|_| until_idle)) {
                     None => break,
                     Some(false) => {
-                        if let Some(hook) = idle_hook {
+                        // A tick (without the wake-up latch) may end the wait early.
+                        if let Some(hook) =
+                            idle_hook.filter(|_| last_served.elapsed() >= IDLE_AFTER)
+                        {
                             hook();
                             served = false;
                         }
@@ -67,6 +73,7 @@ impl ShellLoop {
                     self.serve(kernel, msg.into_inner(), false);
                     try_first = true;
                     served = true;
+                    last_served = Instant::now();
                 }
                 None => try_first = false,
             }

@@ -180,3 +180,54 @@ impl Client {
         seen
     }
 }
+
+static IDLE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_idle() {
+    IDLE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn idle_calls() -> usize {
+    IDLE_CALLS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// `when_idle` runs once per idle spell: not before a request was served, not while requests
+/// keep coming, once about a second after the last one, and not again until another is served.
+#[test]
+fn when_idle_runs_once_per_idle_spell() -> TestResult {
+    let ctx = Context::new()?;
+    let info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?;
+    let mut options = KernelOptions::new(info);
+    options.when_idle = Some(count_idle);
+    let bound = BoundKernel::bind(&ctx, options)?;
+    let info = bound.connection_info().clone();
+    let flags = Flags::default();
+    let run_flags = flags.clone();
+    let kernel = std::thread::spawn(move || {
+        bound
+            .run(RhaiKernel::new(RhaiLimits::default()), run_flags)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let client = Client::connect(&ctx, &info)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(idle_calls(), 0, "ran before any request was served");
+
+    // Requests closer together than IDLE_AFTER: no idle spell between them.
+    for _ in 0..4 {
+        let id = client.send("kernel_info_request", json!({}))?;
+        client
+            .reply(&id, Duration::from_secs(5))
+            .ok_or("no kernel_info_reply")?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(idle_calls(), 0, "ran while requests kept coming");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(idle_calls(), 1, "did not run once after the last request");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(idle_calls(), 1, "ran again without a request");
+
+    flags.request_shutdown();
+    kernel.join().map_err(|_| "kernel thread panicked")??;
+    Ok(())
+}

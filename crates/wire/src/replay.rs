@@ -244,10 +244,16 @@ mod tests {
         // Still fresh just before window + skew has passed: the history must still refuse it.
         let late = t0 + TimeDelta::milliseconds(10_999);
         g.forget_expired(late);
-        assert_eq!(kind(g.admit(digest(1), dated, late)), Some(ErrorKind::Replayed));
+        assert_eq!(
+            kind(g.admit(digest(1), dated, late)),
+            Some(ErrorKind::Replayed)
+        );
         // From then on it is stale, whatever the history holds.
         let after = t0 + TimeDelta::milliseconds(11_001);
-        assert_eq!(kind(g.admit(digest(1), dated, after)), Some(ErrorKind::Stale));
+        assert_eq!(
+            kind(g.admit(digest(1), dated, after)),
+            Some(ErrorKind::Stale)
+        );
     }
 
     #[test]

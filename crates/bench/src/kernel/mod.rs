@@ -240,14 +240,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         busy: Memory::of(ours_kernel.pid())?,
     };
     if args.ours_only {
-        return finish(
-            cases,
-            ours,
-            ours_kernel,
-            startup,
-            json_out,
-            python,
-        );
+        return finish(cases, ours, ours_kernel, startup, json_out, python);
     }
     // The Python side; it keeps an ipykernel alive for our client at the end.
     let mut peer = Command::new(python.path())
@@ -289,7 +282,10 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         c.wait_for_ready(Duration::from_secs(30))?;
         our_client_cases(&mut c, "ipykernel", &execute, args).map_err(|e| {
             // Whatever the client refused is part of the story of a failure.
-            e.context(format!("messages our client refused: {:?}", c.inner().rejections()))
+            e.context(format!(
+                "messages our client refused: {:?}",
+                c.inner().rejections()
+            ))
         })
     })();
     if let Some(mut stdin) = peer.stdin.take() {
@@ -304,14 +300,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         bail!("python/peers/bench_kernel.py failed: {status}");
     }
 
-    finish(
-        cases,
-        ours,
-        ours_kernel,
-        startup,
-        json_out,
-        python,
-    )
+    finish(cases, ours, ours_kernel, startup, json_out, python)
 }
 
 /// Our kernel's start-up time (median, ms), its fresh RSS samples (MiB), and its memory right
@@ -368,7 +357,10 @@ fn finish(
     // Anonymous memory: what each further kernel adds (the binary's text pages are shared).
     for (case, mib) in [
         ("memory/ours (right after round trips)", startup.busy.rss),
-        ("memory/ours RssAnon (right after round trips)", startup.busy.anon),
+        (
+            "memory/ours RssAnon (right after round trips)",
+            startup.busy.anon,
+        ),
         ("memory/ours (idle after round trips)", idle.rss),
         ("memory/ours RssAnon (idle after round trips)", idle.anon),
     ] {
