@@ -371,6 +371,7 @@ fn ct_eq_words(a: &[u8], b: &[u8]) -> subtle::Choice {
     diff.ct_eq(&0)
 }
 
-fn word(bytes: &[u8]) -> u64 {
+/// The little-endian u64 of an 8-byte slice (0 for any other length).
+pub(crate) fn word(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::auth::Digest;
+use crate::auth::{word, Digest};
 use crate::error::{err, ErrorKind, Result};
 
 /// Tunables of the replay guard.
@@ -63,6 +63,9 @@ pub struct ReplayGuard {
     seen: HashMap<DigestKey, i64, BuildHasherDefault<DigestHasher>>,
     /// When expired digests are next swept out.
     next_sweep_us: i64,
+    /// The earliest expiry in `seen` (i64::MAX when empty): before it a sweep frees nothing, so
+    /// a history full of live digests does not walk the whole table for every refused message.
+    oldest_expiry_us: i64,
 }
 
 /// The first 128 bits of a digest: collisions need 2^64 messages, far beyond any history.
@@ -105,10 +108,6 @@ fn key_of(digest: &Digest) -> DigestKey {
     DigestKey(word(lo), word(hi))
 }
 
-fn word(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
-}
-
 /// A duration in whole microseconds, saturating (a configured window of centuries means "always").
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -126,6 +125,7 @@ impl ReplayGuard {
             keep_us: window_us.saturating_add(skew_us),
             seen: HashMap::default(),
             next_sweep_us: i64::MIN,
+            oldest_expiry_us: i64::MAX,
         }
     }
 
@@ -178,7 +178,9 @@ impl ReplayGuard {
         let key = key_of(&digest);
         if self.seen.len() >= self.config.max_entries && !self.seen.contains_key(&key) {
             // Expired digests may still be waiting for the sweep: never refuse because of them.
-            self.sweep(now);
+            if now >= self.oldest_expiry_us {
+                self.sweep(now);
+            }
             if self.seen.len() >= self.config.max_entries {
                 return err(
                     ErrorKind::ReplayCacheFull,
@@ -192,7 +194,9 @@ impl ReplayGuard {
         match self.seen.entry(key) {
             Entry::Occupied(_) => err(ErrorKind::Replayed, "message was already received"),
             Entry::Vacant(slot) => {
-                slot.insert(now.saturating_add(self.keep_us));
+                let expiry = now.saturating_add(self.keep_us);
+                slot.insert(expiry);
+                self.oldest_expiry_us = self.oldest_expiry_us.min(expiry);
                 Ok(())
             }
         }
@@ -204,7 +208,15 @@ impl ReplayGuard {
     }
 
     fn sweep(&mut self, now_us: i64) {
-        self.seen.retain(|_, expiry| *expiry > now_us);
+        let mut oldest = i64::MAX;
+        self.seen.retain(|_, &mut expiry| {
+            let keep = expiry > now_us;
+            if keep {
+                oldest = oldest.min(expiry);
+            }
+            keep
+        });
+        self.oldest_expiry_us = oldest;
         self.next_sweep_us = now_us.saturating_add((self.keep_us / 16).max(1));
     }
 }
