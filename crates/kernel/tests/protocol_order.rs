@@ -69,16 +69,15 @@ impl Client {
     }
 }
 
-fn execute(code: &str) -> Value {
-    json!({"code": code, "silent": false, "store_history": true, "user_expressions": {},
-        "allow_stdin": false, "stop_on_error": true})
-}
+type KernelThread = std::thread::JoinHandle<Result<(), String>>;
 
-#[test]
-fn busy_input_outputs_result_idle_in_order() -> TestResult {
-    let ctx = Context::new()?;
-    let info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?;
-    let bound = BoundKernel::bind(&ctx, KernelOptions::new(info))?;
+/// Binds a built-in kernel with `options` and runs it on a thread of its own: its connection
+/// info, the flags that shut it down, and the thread.
+fn start_kernel(
+    ctx: &Context,
+    options: KernelOptions,
+) -> Result<(ConnectionInfo, Flags, KernelThread), Box<dyn std::error::Error>> {
+    let bound = BoundKernel::bind(ctx, options)?;
     let info = bound.connection_info().clone();
     let flags = Flags::default();
     let run_flags = flags.clone();
@@ -88,6 +87,19 @@ fn busy_input_outputs_result_idle_in_order() -> TestResult {
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
+    Ok((info, flags, kernel))
+}
+
+fn execute(code: &str) -> Value {
+    json!({"code": code, "silent": false, "store_history": true, "user_expressions": {},
+        "allow_stdin": false, "stop_on_error": true})
+}
+
+#[test]
+fn busy_input_outputs_result_idle_in_order() -> TestResult {
+    let ctx = Context::new()?;
+    let info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?;
+    let (info, flags, kernel) = start_kernel(&ctx, KernelOptions::new(info))?;
     let client = Client::connect(&ctx, &info)?;
 
     // Until the subscription has joined: kernel_info until its idle arrives.
@@ -199,16 +211,7 @@ fn when_idle_runs_once_per_idle_spell() -> TestResult {
     let info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?;
     let mut options = KernelOptions::new(info);
     options.when_idle = Some(count_idle);
-    let bound = BoundKernel::bind(&ctx, options)?;
-    let info = bound.connection_info().clone();
-    let flags = Flags::default();
-    let run_flags = flags.clone();
-    let kernel = std::thread::spawn(move || {
-        bound
-            .run(RhaiKernel::new(RhaiLimits::default()), run_flags)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
+    let (info, flags, kernel) = start_kernel(&ctx, options)?;
     let client = Client::connect(&ctx, &info)?;
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(idle_calls(), 0, "ran before any request was served");
