@@ -128,3 +128,75 @@ fn forged_stray_and_replayed_messages_are_dropped() {
     done_tx.send(()).unwrap();
     thread.join().unwrap();
 }
+
+/// A program may leave output queued for longer than the replay window before it asks for it:
+/// messages are judged fresh by when they arrived, not by when they are read.
+#[test]
+fn output_left_queued_longer_than_the_window_is_still_delivered() {
+    let ctx = Context::new().unwrap();
+    let mut info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1").unwrap();
+    let (iopub, p) = bind(&ctx, SocketType::Pub);
+    info.set_port(Channel::IoPub, p);
+    for (ch, ty) in [
+        (Channel::Shell, SocketType::Router),
+        (Channel::Control, SocketType::Router),
+        (Channel::Stdin, SocketType::Router),
+        (Channel::Heartbeat, SocketType::Rep),
+    ] {
+        let (s, p) = bind(&ctx, ty);
+        info.set_port(ch, p);
+        std::mem::forget(s); // kept open for the test's lifetime
+    }
+    let kernel = Session::new(info.signer(false).unwrap(), SessionConfig::default());
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let publish = |text: &str| {
+            let mut msg = kernel
+                .message("stream", &json!({"name": "stdout", "text": text}), None)
+                .unwrap();
+            msg.identities = vec![b"kernel.fake.stream".to_vec()];
+            iopub
+                .send_multipart(kernel.encode(&msg).unwrap(), false)
+                .unwrap();
+        };
+        // Probes until the client's subscription has joined (bounded: 10 s at most).
+        for _ in 0..500 {
+            publish("probe");
+            if joined_rx.recv_timeout(Duration::from_millis(20)).is_ok() {
+                break;
+            }
+        }
+        publish("late");
+        let _ = done_rx.recv_timeout(Duration::from_secs(20));
+    });
+
+    let window = Duration::from_millis(300);
+    let mut client = BlockingKernelClient::connect(
+        info,
+        ClientConfig {
+            replay: Some(kernelgate_wire::ReplayConfig {
+                window,
+                clock_skew: Duration::from_millis(100),
+                ..kernelgate_wire::ReplayConfig::default()
+            }),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    let first = client.recv_iopub(Duration::from_secs(10)).unwrap();
+    assert_eq!(first.content["text"], "probe");
+    joined_tx.send(()).unwrap();
+    std::thread::sleep(window * 3); // the program is busy; "late" waits in the queue
+    let mut texts = Vec::new();
+    while let Ok(msg) = client.recv_iopub(Duration::from_secs(2)) {
+        texts.push(msg.content["text"].as_str().unwrap_or_default().to_owned());
+        if texts.last().map(String::as_str) == Some("late") {
+            break;
+        }
+    }
+    assert_eq!(texts.last().map(String::as_str), Some("late"), "{texts:?}");
+    assert_eq!(client.inner().rejected_count(), 0);
+    done_tx.send(()).unwrap();
+    thread.join().unwrap();
+}

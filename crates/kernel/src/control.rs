@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::handler::KernelInfo;
 use crate::io::{Flags, Publisher};
-use crate::server::{kernel_info_reply, receive, send_reply, wait_readable};
+use crate::server::{kernel_info_reply, receive, send_reply, wait_readable, Received};
 use kernelgate_wire::Rejections;
 
 pub(crate) struct ControlLoop {
@@ -28,9 +28,9 @@ impl ControlLoop {
             if !ready {
                 continue;
             }
-            let Some(msg) = receive(
+            let Received::Message(msg) = receive(
                 &self.socket,
-                &self.session,
+                |frames| self.session.receive(frames),
                 Channel::Control,
                 &self.rejections,
             ) else {

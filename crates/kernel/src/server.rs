@@ -254,6 +254,7 @@ impl BoundKernel {
         let mut shell = ShellLoop {
             socket: self.shell,
             stdin: Arc::new(Mutex::new(Stdin { socket: self.stdin })),
+            reader: self.session.reader(),
             session: self.session,
             publisher,
             flags: flags.clone(),
@@ -311,34 +312,47 @@ pub(crate) fn wait_readable(
     }
 }
 
-/// Receives one verified message from `socket`, counting and logging refusals.
+/// What one non-blocking receive found.
+// Moved once per message, like the `Option<Message>` it replaces: boxing would only add a malloc.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Received {
+    /// A verified message.
+    Message(Verified<Message>),
+    /// A message that was refused (counted and logged); more may be queued behind it.
+    Refused,
+    /// Nothing was queued (or the socket failed locally).
+    Empty,
+}
+
+/// Receives one message from `socket` without blocking and checks it with `verify` (a
+/// session's or a reader's `receive`), counting and logging refusals.
 pub(crate) fn receive(
     socket: &Socket,
-    session: &Session,
+    verify: impl FnOnce(Vec<Vec<u8>>) -> kernelgate_wire::Result<Verified<Message>>,
     channel: Channel,
     rejections: &Rejections,
-) -> Option<Verified<Message>> {
+) -> Received {
     let frames = match socket.recv_multipart(true) {
         Ok(f) => f,
-        Err(e) if e.is_again() => return None,
+        Err(e) if e.is_again() => return Received::Empty,
         // Oversized or too many frames: refused by the transport before being stored.
         Err(e @ kernelgate_zmq::Error::TooLarge { .. }) => {
             let err =
                 kernelgate_wire::Error::new(kernelgate_wire::ErrorKind::TooLarge, e.to_string());
             crate::rejections::record(rejections, channel, &err);
-            return None;
+            return Received::Refused;
         }
         // A local socket failure, not something a peer sent: log, don't count as a refusal.
         Err(e) => {
             tracing::debug!(channel = channel.name(), "receive failed: {e}");
-            return None;
+            return Received::Empty;
         }
     };
-    match session.receive(frames) {
-        Ok(msg) => Some(msg),
+    match verify(frames) {
+        Ok(msg) => Received::Message(msg),
         Err(e) => {
             crate::rejections::record(rejections, channel, &e);
-            None
+            Received::Refused
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use kernelgate_wire::content::{
     CompleteRequest, ExecuteRequest, HistoryRequest, InspectRequest, IsCompleteRequest,
 };
-use kernelgate_wire::{Channel, Message, Session};
+use kernelgate_wire::{Channel, Message, Reader, Session};
 use kernelgate_zmq::Socket;
 use serde_json::{json, Value};
 
@@ -17,13 +17,16 @@ use crate::control::shutdown;
 use crate::handler::{Completeness, Kernel, KernelInfo, Outcome};
 use crate::history::History;
 use crate::io::{ExecContext, Flags, Publisher, Stdin};
-use crate::server::{kernel_info_reply, receive, wait_readable, IDLE_AFTER};
+use crate::server::{kernel_info_reply, receive, wait_readable, Received, IDLE_AFTER};
 use kernelgate_wire::Rejections;
 
 pub(crate) struct ShellLoop {
     pub(crate) socket: Socket,
     pub(crate) stdin: Arc<Mutex<Stdin>>,
     pub(crate) session: Session,
+    /// Reads the shell socket, which falls behind while a cell runs: freshness is judged by when
+    /// the loop was last caught up, so requests queued behind a long cell are still served.
+    pub(crate) reader: Reader,
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) flags: Flags,
     pub(crate) rejections: Arc<Rejections>,
@@ -48,7 +51,11 @@ impl ShellLoop {
             if !try_first {
                 let idle_hook = self.when_idle.filter(|_| served);
                 let until_idle = IDLE_AFTER.saturating_sub(last_served.elapsed());
-                match wait_readable(&self.socket, &self.flags, idle_hook.map(|_| until_idle)) {
+                let waited =
+                    wait_readable(&self.socket, &self.flags, idle_hook.map(|_| until_idle));
+                // The queue was empty when the wait began: whatever is read now arrived since.
+                self.reader.caught_up();
+                match waited {
                     None => break,
                     Some(false) => {
                         // A tick (without the wake-up latch) may end the wait early.
@@ -65,17 +72,19 @@ impl ShellLoop {
             }
             match receive(
                 &self.socket,
-                &self.session,
+                |frames| self.reader.receive(frames),
                 Channel::Shell,
                 &self.rejections,
             ) {
-                Some(msg) => {
+                Received::Message(msg) => {
                     self.serve(kernel, msg.into_inner(), false);
                     try_first = true;
                     served = true;
                     last_served = Instant::now();
                 }
-                None => try_first = false,
+                // More of a backlog may follow a refused message: read on before waiting.
+                Received::Refused => try_first = true,
+                Received::Empty => try_first = false,
             }
         }
     }
@@ -296,7 +305,7 @@ impl ShellLoop {
     fn drain_queue(&self) -> Vec<Message> {
         let mut queued = Vec::new();
         while let Ok(frames) = self.socket.recv_multipart(true) {
-            match self.session.receive(frames) {
+            match self.reader.receive(frames) {
                 Ok(msg) => queued.push(msg.into_inner()),
                 Err(e) => crate::rejections::record(&self.rejections, Channel::Shell, &e),
             }

@@ -234,3 +234,42 @@ fn when_idle_runs_once_per_idle_spell() -> TestResult {
     kernel.join().map_err(|_| "kernel thread panicked")??;
     Ok(())
 }
+
+/// "Run all" sends every cell at once; a cell that runs longer than the replay window must not
+/// make the kernel refuse the ones queued behind it as stale: freshness is judged by when a
+/// request reached the kernel's queue, not by when the kernel got around to reading it.
+#[test]
+fn requests_queued_behind_a_cell_longer_than_the_window_are_served() -> TestResult {
+    let ctx = Context::new()?;
+    let info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?;
+    let mut options = KernelOptions::new(info);
+    let replay = options.session.replay.get_or_insert_with(Default::default);
+    replay.window = Duration::from_millis(300);
+    replay.clock_skew = Duration::from_millis(100);
+    let (info, flags, kernel) = start_kernel(&ctx, options)?;
+    let client = Client::connect(&ctx, &info)?;
+
+    let started = Instant::now();
+    let long = client.send(
+        "execute_request",
+        execute("let x = 0; for i in 0..3000000 { x += i; } x"),
+    )?;
+    let queued = client.send("execute_request", execute("1 + 1"))?;
+    let long_reply = client
+        .reply(&long, Duration::from_secs(120))
+        .ok_or("no execute_reply for the long cell")?;
+    assert_eq!(long_reply.content.get("status"), Some(&json!("ok")));
+    assert!(
+        started.elapsed() > Duration::from_millis(600),
+        "the long cell took {:?}, not longer than the window: the test proves nothing",
+        started.elapsed()
+    );
+    let queued_reply = client
+        .reply(&queued, Duration::from_secs(20))
+        .ok_or("the request queued behind the long cell was never answered")?;
+    assert_eq!(queued_reply.content.get("status"), Some(&json!("ok")));
+
+    flags.request_shutdown();
+    kernel.join().map_err(|_| "kernel thread panicked")??;
+    Ok(())
+}

@@ -43,5 +43,5 @@ pub use limits::Limits;
 pub use message::{Channel, Header, Message, PROTOCOL_VERSION};
 pub use raw::RawMessage;
 pub use rejections::Rejections;
-pub use replay::{ReplayConfig, ReplayGuard};
-pub use session::{decode_unverified, Authentic, Session, SessionConfig, Verified};
+pub use replay::{ReaderId, ReplayConfig, ReplayGuard};
+pub use session::{decode_unverified, Authentic, Reader, Session, SessionConfig, Verified};

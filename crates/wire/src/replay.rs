@@ -11,6 +11,15 @@
 //! x 17/16. A hard cap refuses new messages rather than evicting history: eviction would make old
 //! messages replayable. The caller records a digest only after its
 //! signature verified, so a forgery can never poison the history of a genuine message.
+//!
+//! Freshness is judged by when a message reached its receiver, not by when the receiver read it.
+//! A kernel runs one cell at a time and reads the next request only afterwards: requests queued
+//! behind a cell that ran longer than the window would otherwise all be refused as stale (and
+//! "run all" would hang on them). A receiver that reads a backlog registers as a reader and
+//! reports each moment it was caught up (waiting, its queue empty): whatever it reads later
+//! arrived after that moment, so its messages are judged by that moment's clock. Sweeps never
+//! run ahead of the most lagging reader, so every digest a reader could still take for fresh
+//! stays in the history.
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,6 +40,11 @@ pub struct ReplayConfig {
     pub clock_skew: Duration,
     /// Hard cap on remembered digests; past it new messages are refused (never evicted).
     pub max_entries: usize,
+    /// How long a message may wait in a lagging reader's queue (behind a long cell, say) and
+    /// still be judged by when it arrived. It bounds how long a lagging reader holds digests in
+    /// the history; a message that waited longer is judged by a clock this far behind the
+    /// present.
+    pub max_queue_wait: Duration,
 }
 
 impl Default for ReplayConfig {
@@ -42,6 +56,8 @@ impl Default for ReplayConfig {
             // sustain ~60,000 messages per second per session over window + skew. Memory grows
             // only with actual traffic.
             max_entries: 1 << 22,
+            // A day: longer than any cell people queue others behind in practice.
+            max_queue_wait: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -55,12 +71,16 @@ pub struct ReplayGuard {
     earliest_start_us: i64,
     window_us: i64,
     skew_us: i64,
-    /// How long a digest is kept: a message accepted at `t` is dated at most `t + skew`, so from
-    /// `t + skew + window` on it is stale and its digest is no longer needed.
+    max_queue_wait_us: i64,
+    /// The longest a digest is kept: a message accepted at `t` is dated at most `t + skew`, so
+    /// from `t + skew + window` on it is stale. A sixteenth of it is the sweep period.
     keep_us: i64,
-    /// Accepted digests and when each may be forgotten (µs since the epoch). One table, no
+    /// Accepted digests and the last clock by which each message is still fresh, its date plus
+    /// the window (µs since the epoch). One table, no
     /// per-message queue: a long history costs one random access per message, not two.
     seen: HashMap<DigestKey, i64, BuildHasherDefault<DigestHasher>>,
+    /// Per registered reader, the last moment it was caught up (µs; `None`: a free slot).
+    readers: Vec<Option<i64>>,
     /// When expired digests are next swept out.
     next_sweep_us: i64,
     /// The earliest expiry in `seen` (i64::MAX when empty): before it a sweep frees nothing, so
@@ -123,7 +143,9 @@ impl ReplayGuard {
             window_us,
             skew_us,
             keep_us: window_us.saturating_add(skew_us),
+            max_queue_wait_us: micros(config.max_queue_wait),
             seen: HashMap::default(),
+            readers: Vec::new(),
             next_sweep_us: i64::MIN,
             oldest_expiry_us: i64::MAX,
         }
@@ -144,16 +166,22 @@ impl ReplayGuard {
         self.seen.is_empty()
     }
 
-    /// Checks the freshness of a message dated `date`, at time `now`.
+    /// Checks the freshness of a message dated `date`, read at time `now` by a receiver that
+    /// was caught up then (so the message arrived at `now` at the earliest).
     pub fn check_fresh(&self, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-        let (date, now) = (date.timestamp_micros(), now.timestamp_micros());
+        let now = now.timestamp_micros();
+        self.check_fresh_us(date.timestamp_micros(), now, now)
+    }
+
+    /// `arrived` is the earliest the message can have reached its receiver (`<= now`).
+    fn check_fresh_us(&self, date: i64, arrived: i64, now: i64) -> Result<()> {
         if date > now.saturating_add(self.skew_us) {
             return err(
                 ErrorKind::FutureDated,
                 "message is dated beyond the clock-skew allowance",
             );
         }
-        if date < now.saturating_sub(self.window_us) {
+        if date < arrived.saturating_sub(self.window_us) {
             return err(
                 ErrorKind::Stale,
                 "message is older than the freshness window",
@@ -169,16 +197,45 @@ impl ReplayGuard {
     }
 
     /// Admits a verified message once: checks freshness, refuses a repeat, records the digest.
+    /// For a receiver that reads each message as it arrives.
     pub fn admit(&mut self, digest: Digest, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-        self.check_fresh(date, now)?;
         let now = now.timestamp_micros();
+        self.admit_us(digest, date.timestamp_micros(), now, now)
+    }
+
+    /// Like [`ReplayGuard::admit`], for a message that `reader` read at `now`: its freshness
+    /// is judged by the last moment the reader was caught up.
+    pub fn admit_read(
+        &mut self,
+        reader: ReaderId,
+        digest: Digest,
+        date: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let now = now.timestamp_micros();
+        let caught_up = self
+            .readers
+            .get(reader.0)
+            .copied()
+            .flatten()
+            .map_or(now, |t| self.clamp_lag(t, now));
+        self.admit_us(digest, date.timestamp_micros(), caught_up, now)
+    }
+
+    /// A reader's clock `t`, at most `max_queue_wait` behind `now` and never ahead of it.
+    fn clamp_lag(&self, t: i64, now: i64) -> i64 {
+        t.clamp(now.saturating_sub(self.max_queue_wait_us), now)
+    }
+
+    fn admit_us(&mut self, digest: Digest, date: i64, arrived: i64, now: i64) -> Result<()> {
+        self.check_fresh_us(date, arrived, now)?;
         if now >= self.next_sweep_us {
             self.sweep(now);
         }
         let key = key_of(&digest);
         if self.seen.len() >= self.config.max_entries && !self.seen.contains_key(&key) {
             // Expired digests may still be waiting for the sweep: never refuse because of them.
-            if now >= self.oldest_expiry_us {
+            if self.sweep_horizon(now) > self.oldest_expiry_us {
                 self.sweep(now);
             }
             if self.seen.len() >= self.config.max_entries {
@@ -194,11 +251,44 @@ impl ReplayGuard {
         match self.seen.entry(key) {
             Entry::Occupied(_) => err(ErrorKind::Replayed, "message was already received"),
             Entry::Vacant(slot) => {
-                let expiry = now.saturating_add(self.keep_us);
+                // Judged by any clock up to `date + window` the message is fresh; by a later
+                // one it is stale, whatever the history holds.
+                let expiry = date.saturating_add(self.window_us);
                 slot.insert(expiry);
                 self.oldest_expiry_us = self.oldest_expiry_us.min(expiry);
                 Ok(())
             }
+        }
+    }
+
+    /// Registers a receiver that may read a backlog, caught up at `now`.
+    pub fn register_reader(&mut self, now: DateTime<Utc>) -> ReaderId {
+        let now = Some(now.timestamp_micros());
+        match self.readers.iter().position(Option::is_none) {
+            Some(free) => {
+                if let Some(slot) = self.readers.get_mut(free) {
+                    *slot = now;
+                }
+                ReaderId(free)
+            }
+            None => {
+                self.readers.push(now);
+                ReaderId(self.readers.len() - 1)
+            }
+        }
+    }
+
+    /// Records that `reader` was caught up (its queue empty) at `now`. Never moves back.
+    pub fn caught_up(&mut self, reader: ReaderId, now: DateTime<Utc>) {
+        if let Some(Some(t)) = self.readers.get_mut(reader.0) {
+            *t = (*t).max(now.timestamp_micros());
+        }
+    }
+
+    /// Forgets `reader`: sweeps no longer wait for it.
+    pub fn unregister_reader(&mut self, reader: ReaderId) {
+        if let Some(slot) = self.readers.get_mut(reader.0) {
+            *slot = None;
         }
     }
 
@@ -207,10 +297,19 @@ impl ReplayGuard {
         self.sweep(now.timestamp_micros());
     }
 
+    /// The clock a sweep may judge by: no receiver will judge a message by an earlier one.
+    fn sweep_horizon(&self, now_us: i64) -> i64 {
+        self.readers
+            .iter()
+            .flatten()
+            .fold(now_us, |h, &t| h.min(self.clamp_lag(t, now_us)))
+    }
+
     fn sweep(&mut self, now_us: i64) {
+        let horizon = self.sweep_horizon(now_us);
         let mut oldest = i64::MAX;
         self.seen.retain(|_, &mut expiry| {
-            let keep = expiry > now_us;
+            let keep = expiry >= horizon;
             if keep {
                 oldest = oldest.min(expiry);
             }
@@ -220,6 +319,10 @@ impl ReplayGuard {
         self.next_sweep_us = now_us.saturating_add((self.keep_us / 16).max(1));
     }
 }
+
+/// A receiver registered with [`ReplayGuard::register_reader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderId(usize);
 
 #[cfg(test)]
 mod tests {
@@ -239,6 +342,7 @@ mod tests {
             window: Duration::from_secs(10),
             clock_skew: Duration::from_secs(1),
             max_entries,
+            max_queue_wait: Duration::from_secs(100),
         };
         ReplayGuard::new(config, t0)
     }
@@ -282,5 +386,81 @@ mod tests {
         let later = t0 + TimeDelta::seconds(12);
         g.admit(digest(3), later, later).unwrap();
         assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn a_reader_judges_freshness_by_when_it_was_last_caught_up() {
+        let t0 = Utc::now();
+        let mut g = guard(10, t0);
+        let reader = g.register_reader(t0);
+        // Read 30 s later, behind a long cell: fresh for the reader, stale for anyone else.
+        let late = t0 + TimeDelta::seconds(30);
+        assert_eq!(kind(g.admit(digest(1), t0, late)), Some(ErrorKind::Stale));
+        g.admit_read(reader, digest(1), t0, late).unwrap();
+        assert_eq!(
+            kind(g.admit_read(reader, digest(1), t0, late)),
+            Some(ErrorKind::Replayed)
+        );
+        // Once caught up, the reader's clock is the present again.
+        g.caught_up(reader, late);
+        assert_eq!(
+            kind(g.admit_read(reader, digest(2), t0, late)),
+            Some(ErrorKind::Stale)
+        );
+        // The future is judged by the present, whatever the reader's clock.
+        let ahead = late + TimeDelta::seconds(2);
+        assert_eq!(
+            kind(g.admit_read(reader, digest(3), ahead, late)),
+            Some(ErrorKind::FutureDated)
+        );
+    }
+
+    #[test]
+    fn sweeps_keep_every_digest_a_lagging_reader_could_still_accept() {
+        let t0 = Utc::now();
+        let mut g = guard(10, t0);
+        let reader = g.register_reader(t0);
+        g.admit(digest(1), t0, t0).unwrap();
+        // Long after the window, other traffic sweeps; the reader is still behind at t0.
+        let late = t0 + TimeDelta::seconds(30);
+        g.forget_expired(late);
+        g.admit(digest(2), late, late).unwrap();
+        assert_eq!(
+            kind(g.admit_read(reader, digest(1), t0, late)),
+            Some(ErrorKind::Replayed),
+            "a replay read by the lagging reader must still be refused"
+        );
+        // Caught up (or gone), the reader no longer holds the history back.
+        g.caught_up(reader, late);
+        g.forget_expired(late);
+        assert_eq!(g.len(), 1);
+        let other = g.register_reader(t0);
+        g.unregister_reader(other);
+        g.forget_expired(late);
+        assert_eq!(g.len(), 1);
+        assert_eq!(
+            kind(g.admit_read(reader, digest(1), t0, late)),
+            Some(ErrorKind::Stale)
+        );
+    }
+
+    #[test]
+    fn a_reader_lags_at_most_max_queue_wait() {
+        let t0 = Utc::now();
+        let mut g = guard(10, t0);
+        let reader = g.register_reader(t0);
+        g.admit(digest(1), t0, t0).unwrap();
+        // 200 s on, the reader's clock counts as 100 s behind the present, no more: the sweep
+        // frees what no reader can accept, and the old message is stale even for the reader.
+        let much_later = t0 + TimeDelta::seconds(200);
+        g.forget_expired(much_later);
+        assert_eq!(g.len(), 0);
+        assert_eq!(
+            kind(g.admit_read(reader, digest(1), t0, much_later)),
+            Some(ErrorKind::Stale)
+        );
+        let waited_95s = much_later - TimeDelta::seconds(95);
+        g.admit_read(reader, digest(2), waited_95s, much_later)
+            .unwrap();
     }
 }

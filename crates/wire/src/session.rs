@@ -17,7 +17,7 @@ use crate::frames::{FrameParts, Layout};
 use crate::limits::Limits;
 use crate::message::{self, format_date, Header, Message, PROTOCOL_VERSION};
 use crate::raw::RawMessage;
-use crate::replay::{ReplayConfig, ReplayGuard};
+use crate::replay::{ReaderId, ReplayConfig, ReplayGuard};
 
 /// A message whose signature, freshness and uniqueness were checked. Only
 /// [`Session::receive`] / [`Session::admit`] can build one, so code that takes a `Verified`
@@ -132,6 +132,15 @@ impl Session {
 
     /// Parses an authentic message and admits it once (freshness and replay), at time `now`.
     pub fn admit(&self, authentic: Authentic, now: DateTime<Utc>) -> Result<Verified<Message>> {
+        self.admit_read(authentic, None, now)
+    }
+
+    fn admit_read(
+        &self,
+        authentic: Authentic,
+        reader: Option<ReaderId>,
+        now: DateTime<Utc>,
+    ) -> Result<Verified<Message>> {
         let Authentic {
             mut frames,
             layout,
@@ -142,7 +151,7 @@ impl Session {
         let parent_header = message::decode_parent(p)?;
         let metadata = message::decode_metadata(m)?;
         let content = message::decode_content(c)?;
-        self.admit_once(&header, digest, now)?;
+        self.admit_once(&header, digest, reader, now)?;
         let buffers = frames.split_off(layout.buffers_start().min(frames.len()));
         frames.truncate(layout.delimiter);
         Ok(Verified(Message {
@@ -176,7 +185,7 @@ impl Session {
             .map_err(|_| crate::Error::new(ErrorKind::MalformedFrames, "not 4 signed parts"))?;
         frames.truncate(layout.delimiter);
         let raw = RawMessage::checked(frames, header, signed, buffers)?;
-        self.admit_once(&raw.header, digest, now)?;
+        self.admit_once(&raw.header, digest, None, now)?;
         Ok(Verified(raw))
     }
 
@@ -192,16 +201,32 @@ impl Session {
         &self,
         header: &Header,
         digest: Option<Digest>,
+        reader: Option<ReaderId>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         if let (Some(guard), Some(digest)) = (&self.replay, digest) {
             let date = header.parsed_date()?;
-            let mut guard = guard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            guard.admit(digest, date, now)?;
+            let mut guard = lock(guard);
+            match reader {
+                Some(reader) => guard.admit_read(reader, digest, date, now)?,
+                None => guard.admit(digest, date, now)?,
+            }
         }
         Ok(())
+    }
+
+    /// A receiver for a socket that may fall behind (a kernel's shell, read only between cells):
+    /// its messages are judged fresh by the last moment it reported being caught up, so requests
+    /// queued behind a long cell are not refused as stale. See [`crate::replay`].
+    pub fn reader(&self) -> Reader {
+        let id = self
+            .replay
+            .as_ref()
+            .map(|guard| lock(guard).register_reader(Utc::now()));
+        Reader {
+            session: self.clone(),
+            id,
+        }
     }
 
     /// [`Session::authenticate`] then [`Session::admit`] at the current time.
@@ -297,8 +322,51 @@ impl Session {
     /// Number of digests in the replay history (0 when replay protection is off).
     pub fn replay_history_len(&self) -> usize {
         match &self.replay {
-            Some(g) => g.lock().map(|g| g.len()).unwrap_or(0),
+            Some(g) => lock(g).len(),
             None => 0,
+        }
+    }
+}
+
+fn lock(guard: &Mutex<ReplayGuard>) -> std::sync::MutexGuard<'_, ReplayGuard> {
+    guard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One receiving socket of a [`Session`] that reads a backlog; see [`Session::reader`].
+/// Dropping it lets the replay history forget what only this reader could still accept.
+#[derive(Debug)]
+pub struct Reader {
+    session: Session,
+    id: Option<ReaderId>,
+}
+
+impl Reader {
+    /// Reports that this reader's queue was just seen empty, or it was waiting for input:
+    /// everything it reads from now on arrived from now on.
+    pub fn caught_up(&self) {
+        if let (Some(guard), Some(id)) = (&self.session.replay, self.id) {
+            lock(guard).caught_up(id, Utc::now());
+        }
+    }
+
+    /// [`Session::receive`], judging freshness by when this reader was last caught up.
+    pub fn receive(&self, frames: Vec<Vec<u8>>) -> Result<Verified<Message>> {
+        let authentic = self.session.authenticate(frames)?;
+        self.session.admit_read(authentic, self.id, Utc::now())
+    }
+
+    /// The session this reader belongs to.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let (Some(guard), Some(id)) = (&self.session.replay, self.id) {
+            lock(guard).unregister_reader(id);
         }
     }
 }

@@ -111,6 +111,7 @@ fn messages_outside_the_freshness_window_are_stale_and_future_ones_refused() {
             window: Duration::from_secs(10),
             clock_skew: Duration::from_secs(1),
             max_entries: 100,
+            ..ReplayConfig::default()
         }),
         ..SessionConfig::default()
     };

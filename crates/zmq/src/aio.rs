@@ -76,6 +76,21 @@ impl AsyncSocket {
         }
     }
 
+    /// Like [`AsyncSocket::recv_multipart`], calling `caught_up` each time the queue was found
+    /// empty and waited on: whatever is received after such a call arrived after it (how a
+    /// replay guard's reader learns when it was last caught up).
+    pub async fn recv_multipart_noting(&mut self, caught_up: impl Fn()) -> Result<Vec<Vec<u8>>> {
+        loop {
+            match self.socket.recv_multipart(true) {
+                Err(e) if e.is_again() => {
+                    self.wait(PollEvents::READABLE).await?;
+                    caught_up();
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Receives one frame and whether more follow.
     pub async fn recv(&mut self) -> Result<(Vec<u8>, bool)> {
         loop {

@@ -29,14 +29,14 @@ impl KernelClient {
         let deadline = deadline_after(timeout);
         let Self {
             iopub,
-            session,
+            readers,
             rejections,
             dead,
             ..
         } = self;
         loop {
             tokio::select! {
-                r = recv_verified(iopub, session, rejections, Channel::IoPub) => {
+                r = recv_verified(iopub, &readers.iopub, rejections, Channel::IoPub) => {
                     if let Some(m) = r? {
                         return Ok(m);
                     }
@@ -54,12 +54,12 @@ impl KernelClient {
         loop {
             let Self {
                 stdin,
-                session,
+                readers,
                 rejections,
                 ..
             } = self;
             let msg = tokio::select! {
-                r = recv_verified(stdin, session, rejections, Channel::Stdin) => r?,
+                r = recv_verified(stdin, &readers.stdin, rejections, Channel::Stdin) => r?,
                 () = tokio::time::sleep_until(deadline) => return Err(Error::timeout("an input_request", timeout)),
             };
             if let Some(m) = msg.filter(|m| m.msg_type() == InputRequest::MSG_TYPE) {

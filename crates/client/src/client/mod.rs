@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kernelgate_wire::content::{ExecuteReply, InputRequest};
 use kernelgate_wire::{
-    Channel, ConnectionInfo, ErrorKind, Limits, Message, Rejections, ReplayConfig, Session,
+    Channel, ConnectionInfo, ErrorKind, Limits, Message, Reader, Rejections, ReplayConfig, Session,
     SessionConfig,
 };
 use kernelgate_zmq::{AsyncSocket, Context, SocketType};
@@ -79,11 +79,13 @@ fn deadline_after(timeout: Duration) -> Instant {
 /// (failed verification or over the size limits), counted and logged.
 async fn recv_verified(
     socket: &mut AsyncSocket,
-    session: &Session,
+    reader: &Reader,
     rejections: &Rejections,
     channel: Channel,
 ) -> Result<Option<Message>> {
-    let frames = match socket.recv_multipart().await {
+    // A program may leave messages queued for a while before it asks for them: they are judged
+    // fresh by when they arrived, not by when they are read.
+    let frames = match socket.recv_multipart_noting(|| reader.caught_up()).await {
         Ok(f) => f,
         Err(kernelgate_zmq::Error::TooLarge { frames, bytes, .. }) => {
             if let Some(suppressed) = rejections.record(ErrorKind::TooLarge) {
@@ -99,7 +101,7 @@ async fn recv_verified(
         }
         Err(e) => return Err(e.into()),
     };
-    match session.receive(frames) {
+    match reader.receive(frames) {
         Ok(msg) => Ok(Some(msg.into_inner())),
         Err(e) => {
             // The error text holds kinds, lengths and field names only: never key material.
@@ -118,11 +120,21 @@ async fn recv_verified(
     }
 }
 
+/// One replay-guard reader per receiving socket (see [`Reader`]).
+#[derive(Debug)]
+struct Readers {
+    shell: Reader,
+    control: Reader,
+    stdin: Reader,
+    iopub: Reader,
+}
+
 /// A connection to one kernel's five channels. See the crate documentation.
 pub struct KernelClient {
     info: ConnectionInfo,
     config: ClientConfig,
     session: Session,
+    readers: Readers,
     ctx: Context,
     curve: Option<CurveKeys>,
     shell: AsyncSocket,
@@ -198,6 +210,12 @@ impl KernelClient {
         Ok(KernelClient {
             info,
             config,
+            readers: Readers {
+                shell: session.reader(),
+                control: session.reader(),
+                stdin: session.reader(),
+                iopub: session.reader(),
+            },
             session,
             ctx,
             curve,
@@ -323,19 +341,19 @@ impl KernelClient {
         let Self {
             shell,
             control,
-            session,
+            readers,
             rejections,
             dead,
             ..
         } = self;
-        let socket = if channel == Channel::Shell {
-            shell
+        let (socket, reader) = if channel == Channel::Shell {
+            (shell, &readers.shell)
         } else {
-            control
+            (control, &readers.control)
         };
         loop {
             tokio::select! {
-                r = recv_verified(socket, session, rejections, channel) => {
+                r = recv_verified(socket, reader, rejections, channel) => {
                     match r? {
                         Some(m) if m.parent_msg_id() == msg_id => return Ok(m),
                         Some(m) => tracing::debug!(msg_type = m.msg_type(), "dropped a reply to another request"),
@@ -411,15 +429,15 @@ impl KernelClient {
                 shell,
                 stdin,
                 iopub,
-                session,
+                readers,
                 rejections,
                 dead,
                 ..
             } = self;
             let event = tokio::select! {
-                r = recv_verified(shell, session, rejections, Channel::Shell) => (Channel::Shell, r?),
-                r = recv_verified(iopub, session, rejections, Channel::IoPub) => (Channel::IoPub, r?),
-                r = recv_verified(stdin, session, rejections, Channel::Stdin) => (Channel::Stdin, r?),
+                r = recv_verified(shell, &readers.shell, rejections, Channel::Shell) => (Channel::Shell, r?),
+                r = recv_verified(iopub, &readers.iopub, rejections, Channel::IoPub) => (Channel::IoPub, r?),
+                r = recv_verified(stdin, &readers.stdin, rejections, Channel::Stdin) => (Channel::Stdin, r?),
                 () = tokio::time::sleep_until(deadline) => {
                     let what = if reply.is_none() { "the execute_reply" } else { "the idle status after execute" };
                     return Err(Error::timeout(what, timeout));
