@@ -26,6 +26,13 @@ _spec = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text
 _spec["interrupt_mode"] = "signal"
 _spec["display_name"] = "Rhai (signal interrupts)"
 (_signal_dir / "kernel.json").write_text(json.dumps(_spec))
+# A kernel with a half-second replay window, to show cells queued behind a longer one still run.
+_window_dir = _SPECS / "share/jupyter/kernels/rhai-short-window"
+_window_dir.mkdir(parents=True, exist_ok=True)
+_window = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
+_window["argv"] = _window["argv"] + ["--replay-window", "0.5"]
+_window["display_name"] = "Rhai (0.5 s replay window)"
+(_window_dir / "kernel.json").write_text(json.dumps(_window))
 os.environ["JUPYTER_PATH"] = str(_SPECS / "share/jupyter")
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="kernelgate-runtime-"))
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"

@@ -182,3 +182,30 @@ def test_shutdown_request_ends_the_kernel(rhai_kernel):
     while km.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not km.is_alive()
+
+
+def test_cells_queued_behind_a_cell_longer_than_the_window_all_run():
+    """"Run all" sends every cell at once. A cell that runs longer than the kernel's replay window
+    must not make the kernel refuse the cells queued behind it as stale (they would never get a
+    reply, and the notebook would hang): freshness counts from when a request arrived."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="rhai-short-window", startup_timeout=TIMEOUT)
+    try:
+        started = time.monotonic()
+        ids = [kc.execute("let x = 0; for i in 0..3000000 { x += i; } x")]
+        ids += [kc.execute(f"{n} * 2") for n in range(3)]
+        replies = {}
+        deadline = time.monotonic() + 120
+        while len(replies) < len(ids):
+            msg = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            replies[msg["parent_header"]["msg_id"]] = msg
+            if msg["parent_header"]["msg_id"] == ids[0]:
+                long_cell = time.monotonic() - started
+        assert long_cell > 1.0, f"the long cell took {long_cell:.2f} s: not longer than the window"
+        assert [replies[i]["content"]["status"] for i in ids] == ["ok"] * 4
+        counts = [replies[i]["content"]["execution_count"] for i in ids]
+        assert counts == sorted(counts) and len(set(counts)) == 4
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -41,6 +41,9 @@ enum Command {
     Host(host::Args),
     /// The per-kernel Landlock sandbox: kernel start and execute round trip, sandbox on vs off.
     Sandbox(sandbox::Args),
+    /// (Internal) the echoing side of `kernel`'s two-process floor; reads its script on stdin.
+    #[command(hide = true)]
+    FloorEcho,
 }
 
 fn main() -> ExitCode {
@@ -69,5 +72,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host::run(&args, &python, cli.json)
         }
         Command::Sandbox(args) => sandbox::run(&args, cli.json),
+        Command::FloorEcho => kernel::floor_echo_process(),
     }
 }

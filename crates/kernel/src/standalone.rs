@@ -31,6 +31,8 @@ pub struct StandaloneOptions {
     pub max_operations: u64,
     /// Largest message accepted, in bytes.
     pub max_message_size: usize,
+    /// How old (by its header's date, when it arrived) a request may be and still be accepted.
+    pub replay_window: std::time::Duration,
     /// Called once the sockets are bound and the interpreter is built, just before serving.
     pub after_start: Option<fn()>,
     /// Called on the shell thread once the kernel has sat idle for a second after serving
@@ -46,6 +48,7 @@ impl Default for StandaloneOptions {
             transport: Transport::Tcp,
             max_operations: RhaiLimits::default().max_operations,
             max_message_size: 64 << 20,
+            replay_window: kernelgate_wire::ReplayConfig::default().window,
             after_start: None,
             when_idle: None,
         }
@@ -75,6 +78,9 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
     let ctx = kernelgate_zmq::Context::new().map_err(|e| fail("creating the ZeroMQ context", e))?;
     let mut kernel_options = KernelOptions::new(info);
     kernel_options.when_idle = options.when_idle;
+    if let Some(replay) = kernel_options.session.replay.as_mut() {
+        replay.window = options.replay_window;
+    }
     let max = options.max_message_size;
     kernel_options.session.limits.max_total_bytes = max;
     kernel_options.session.limits.max_frame_bytes = max;

@@ -2,6 +2,8 @@
 //! without the IOPub traffic a kernel must publish) and minimal counterparts that only sign and
 //! verify, to split a round trip's cost between our client and our kernel.
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -100,18 +102,128 @@ pub(crate) fn check_ok(reply: &Message) -> Result<()> {
     }
 }
 
-/// The raw libzmq round trip of the same frames: DEALER here, ROUTER echoing a reply in a thread.
-pub(super) fn floor(request: (&str, &Value), reply: (&str, &Value), args: &Args) -> Result<Stats> {
-    floor_with_iopub(request, reply, &[], args)
+/// Where the echoing ROUTER of a floor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Echo {
+    /// A thread of this process, sharing this side's libzmq context (one I/O thread serves both
+    /// ends: fewer thread wake-ups than any client and kernel in two processes can have).
+    Thread,
+    /// A process of its own with its own context, as a kernel is (`kernelgate-bench floor-echo`).
+    Process,
 }
 
-/// [`floor`] plus the request's IOPub traffic: before the reply the ROUTER thread publishes the
+/// The raw libzmq round trip of the same frames: DEALER here, ROUTER echoing a reply.
+pub(super) fn floor(
+    request: (&str, &Value),
+    reply: (&str, &Value),
+    echo: Echo,
+    args: &Args,
+) -> Result<Stats> {
+    floor_with_iopub(request, reply, &[], echo, args)
+}
+
+/// What the echoing side of a floor sends: per request, the `before` IOPub messages, the reply
+/// (after the request's routing id), then `after`.
+#[derive(Debug)]
+pub(crate) struct EchoScript {
+    rounds: usize,
+    reply: Vec<Vec<u8>>,
+    before: Vec<Vec<Vec<u8>>>,
+    after: Vec<Vec<u8>>,
+}
+
+impl EchoScript {
+    /// One JSON line (frames as arrays of byte values: they are small).
+    fn to_json(&self) -> String {
+        json!({"rounds": self.rounds, "reply": self.reply, "before": self.before,
+            "after": self.after})
+        .to_string()
+    }
+
+    fn from_json(text: &str) -> Result<EchoScript> {
+        let v: Value = serde_json::from_str(text)?;
+        let frames = |v: &Value| -> Result<Vec<Vec<u8>>> {
+            v.as_array()
+                .ok_or_else(|| anyhow!("echo script: frames are not an array"))?
+                .iter()
+                .map(|f| {
+                    f.as_array()
+                        .ok_or_else(|| anyhow!("echo script: a frame is not an array"))?
+                        .iter()
+                        .map(|b| {
+                            b.as_u64()
+                                .and_then(|b| u8::try_from(b).ok())
+                                .ok_or_else(|| anyhow!("echo script: not a byte"))
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let field = |k: &str| v.get(k).ok_or_else(|| anyhow!("echo script: no {k}"));
+        Ok(EchoScript {
+            rounds: field("rounds")?
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| anyhow!("echo script: bad rounds"))?,
+            reply: frames(field("reply")?)?,
+            before: field("before")?
+                .as_array()
+                .ok_or_else(|| anyhow!("echo script: before is not an array"))?
+                .iter()
+                .map(frames)
+                .collect::<Result<_>>()?,
+            after: frames(field("after")?)?,
+        })
+    }
+}
+
+/// The echoing side: serves `script.rounds` requests on `router`, publishing on `pubsock`.
+fn echo_rounds(
+    router: &kernelgate_zmq::Socket,
+    pubsock: &kernelgate_zmq::Socket,
+    script: &EchoScript,
+) -> Result<()> {
+    for _ in 0..script.rounds {
+        let mut frames = router.recv_multipart(false)?;
+        for m in &script.before {
+            pubsock.send_multipart(m, false)?;
+        }
+        frames.truncate(1); // the DEALER's routing id
+        frames.extend(script.reply.iter().cloned());
+        router.send_multipart(&frames, false)?;
+        if !script.after.is_empty() {
+            pubsock.send_multipart(&script.after, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// `kernelgate-bench floor-echo`: reads an [`EchoScript`] (JSON) from stdin, binds a ROUTER and a
+/// PUB on 127.0.0.1, prints their endpoints (one JSON line), then serves the script's rounds.
+pub(crate) fn floor_echo_process() -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let script = EchoScript::from_json(&line)?;
+    let ctx = ZmqContext::new()?;
+    let router = ctx.socket(SocketType::Router)?;
+    router.bind("tcp://127.0.0.1:*")?;
+    let pubsock = ctx.socket(SocketType::Pub)?;
+    pubsock.bind("tcp://127.0.0.1:*")?;
+    println!(
+        "{}",
+        json!({"router": router.last_endpoint()?, "pub": pubsock.last_endpoint()?})
+    );
+    echo_rounds(&router, &pubsock, &script)
+}
+
+/// [`floor`] plus the request's IOPub traffic: before the reply the echoing side publishes the
 /// `before` messages (e.g. busy, execute_input, execute_result) on a PUB, after it an `idle`, to a
 /// SUB of this thread that nobody reads (as the `execute/` cases leave IOPub unread).
 pub(super) fn floor_with_iopub(
     request: (&str, &Value),
     reply: (&str, &Value),
     before: &[(&str, Value)],
+    echo: Echo,
     args: &Args,
 ) -> Result<Stats> {
     let signer = Signer::new(
@@ -128,46 +240,60 @@ pub(super) fn floor_with_iopub(
     let req = session.message(request.0, request.1, None)?;
     let rep = session.message(reply.0, reply.1, Some(&req))?;
     let req_frames = session.encode(&req)?;
-    let rep_frames = session.encode(&rep)?;
     let publish = |msg_type: &str, content: &Value| -> Result<Vec<Vec<u8>>> {
         let mut m = session.message(msg_type, content, Some(&req))?;
         m.identities = vec![format!("kernel.bench.{msg_type}").into_bytes()];
         Ok(session.encode(&m)?)
     };
-    let with_iopub = !before.is_empty();
-    let pre: Vec<Vec<Vec<u8>>> = before
-        .iter()
-        .map(|(t, c)| publish(t, c))
-        .collect::<Result<_>>()?;
-    let idle = publish("status", &json!({"execution_state": "idle"}))?;
+    let script = EchoScript {
+        rounds: args.rounds + args.warmup,
+        reply: session.encode(&rep)?,
+        before: before
+            .iter()
+            .map(|(t, c)| publish(t, c))
+            .collect::<Result<_>>()?,
+        after: if before.is_empty() {
+            Vec::new()
+        } else {
+            publish("status", &json!({"execution_state": "idle"}))?
+        },
+    };
     let ctx = ZmqContext::new()?;
-    let router = ctx.socket(SocketType::Router)?;
-    router.bind("tcp://127.0.0.1:*")?;
-    let endpoint = router.last_endpoint()?;
-    let pubsock = ctx.socket(SocketType::Pub)?;
-    pubsock.bind("tcp://127.0.0.1:*")?;
-    let pub_endpoint = pubsock.last_endpoint()?;
+    let (endpoint, pub_endpoint, echo): (String, String, EchoSide) = match echo {
+        Echo::Thread => {
+            let router = ctx.socket(SocketType::Router)?;
+            router.bind("tcp://127.0.0.1:*")?;
+            let pubsock = ctx.socket(SocketType::Pub)?;
+            pubsock.bind("tcp://127.0.0.1:*")?;
+            let endpoints = (router.last_endpoint()?, pubsock.last_endpoint()?);
+            let thread = std::thread::spawn(move || echo_rounds(&router, &pubsock, &script));
+            (endpoints.0, endpoints.1, EchoSide::Thread(thread))
+        }
+        Echo::Process => {
+            let mut child = Command::new(std::env::current_exe()?)
+                .arg("floor-echo")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+            writeln!(stdin, "{}", script.to_json())?;
+            let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            let eps: Value = serde_json::from_str(&line)
+                .map_err(|e| anyhow!("floor-echo printed {line:?}: {e}"))?;
+            let ep = |k: &str| {
+                eps.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow!("floor-echo printed no {k} endpoint"))
+            };
+            (ep("router")?, ep("pub")?, EchoSide::Process(child))
+        }
+    };
     let sub = ctx.socket(SocketType::Sub)?;
     sub.subscribe(b"")?;
     sub.connect(&pub_endpoint)?;
-    let total = args.rounds + args.warmup;
-    let echo = std::thread::spawn(move || -> Result<()> {
-        for _ in 0..total {
-            let mut frames = router.recv_multipart(false)?;
-            if with_iopub {
-                for m in &pre {
-                    pubsock.send_multipart(m, false)?;
-                }
-            }
-            frames.truncate(1); // the DEALER's routing id
-            frames.extend(rep_frames.iter().cloned());
-            router.send_multipart(&frames, false)?;
-            if with_iopub {
-                pubsock.send_multipart(&idle, false)?;
-            }
-        }
-        Ok(())
-    });
     let dealer = ctx.socket(SocketType::Dealer)?;
     dealer.connect(&endpoint)?;
     let stats = time_rounds(args.rounds, args.warmup, || {
@@ -178,7 +304,27 @@ pub(super) fn floor_with_iopub(
         }
         Ok(())
     })?;
-    echo.join()
-        .map_err(|_| anyhow!("floor thread panicked"))??;
+    echo.join()?;
     Ok(stats)
+}
+
+enum EchoSide {
+    Thread(std::thread::JoinHandle<Result<()>>),
+    Process(std::process::Child),
+}
+
+impl EchoSide {
+    fn join(self) -> Result<()> {
+        match self {
+            EchoSide::Thread(t) => t.join().map_err(|_| anyhow!("floor thread panicked"))?,
+            EchoSide::Process(mut c) => {
+                let status = c.wait()?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    bail!("floor-echo exited with {status}")
+                }
+            }
+        }
+    }
 }

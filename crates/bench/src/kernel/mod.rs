@@ -33,7 +33,10 @@ use crate::python::{workspace_root, Python};
 
 pub(crate) mod baselines;
 
-use baselines::{check_ok, floor, floor_with_iopub, minimal_client, our_client_to_minimal_kernel};
+pub(crate) use baselines::floor_echo_process;
+use baselines::{
+    check_ok, floor, floor_with_iopub, minimal_client, our_client_to_minimal_kernel, Echo,
+};
 
 /// Options of `kernel`.
 #[derive(Debug, Clone, clap::Args)]
@@ -177,13 +180,25 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     let floor_exec = floor(
         ("execute_request", &execute),
         ("execute_reply", &exec_reply.content),
+        Echo::Thread,
         args,
     )?;
     let floor_info = floor(
         ("kernel_info_request", &json!({})),
         ("kernel_info_reply", &info_reply.content),
+        Echo::Thread,
         args,
     )?;
+    let floor_exec_2p = floor(
+        ("execute_request", &execute),
+        ("execute_reply", &exec_reply.content),
+        Echo::Process,
+        args,
+    )?;
+    cases.push(Case::latency(
+        "floor2/execute (the same, ROUTER in a process of its own)",
+        floor_exec_2p,
+    ));
     cases.push(Case::latency(
         "floor/execute (raw libzmq DEALER<->ROUTER, same frames)",
         floor_exec,
@@ -207,6 +222,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         ("execute_request", &execute),
         ("execute_reply", &exec_reply.content),
         &[busy.clone(), input, result],
+        Echo::Thread,
         args,
     )?;
     cases.push(Case::latency(
@@ -217,6 +233,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         ("kernel_info_request", &json!({})),
         ("kernel_info_reply", &info_reply.content),
         &[busy],
+        Echo::Thread,
         args,
     )?;
     cases.push(Case::latency(

@@ -14,7 +14,7 @@ use kernelgate_wire::Transport;
 
 const USAGE: &str = "\
 Usage: kernelgate-kernel [-f FILE] [--ip ADDR] [--transport tcp|ipc] [--max-operations N]
-                         [--max-message-size BYTES] [--log LEVEL]
+                         [--max-message-size BYTES] [--replay-window SECONDS] [--log LEVEL]
 
 Runs the kernelgate built-in Rhai kernel (as `kernelgate kernel` does).
 
@@ -24,6 +24,8 @@ Runs the kernelgate built-in Rhai kernel (as `kernelgate kernel` does).
       --transport tcp|ipc     ZeroMQ transport (default tcp)
       --max-operations N      Rhai operations per cell before it is stopped as a runaway
       --max-message-size N    largest message accepted, in bytes (default 67108864)
+      --replay-window SECONDS how old (by its date, when it arrived) a request may be and still
+                              be accepted (default 60); fractions allowed
       --log LEVEL             error, warn, info (default; also KERNELGATE_LOG), debug, trace, off
 ";
 
@@ -93,6 +95,7 @@ fn parse(args: &[String]) -> Result<Option<(StandaloneOptions, String)>, String>
             }
             "--max-operations" => options.max_operations = number(flag, &value()?)?,
             "--max-message-size" => options.max_message_size = number(flag, &value()?)?,
+            "--replay-window" => options.replay_window = seconds(flag, &value()?)?,
             "--log" => log = value()?,
             other => return Err(format!("unexpected argument {other:?}")),
         }
@@ -101,6 +104,14 @@ fn parse(args: &[String]) -> Result<Option<(StandaloneOptions, String)>, String>
         log = filter;
     }
     Ok(Some((options, log)))
+}
+
+fn seconds(flag: &str, text: &str) -> Result<std::time::Duration, String> {
+    let s: f64 = number(flag, text)?;
+    std::time::Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} {text:?}: a positive number of seconds"))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
