@@ -74,7 +74,7 @@ def main():
     for name, (content, buffers) in shapes().items():
         # One session per shape, default digest history (replay check) and default packer.
         session = Session(key=KEY, signature_scheme="hmac-sha256", username="bench")
-        batch = 2000 if name == "small" else 200
+        batch = 256 if name == "small" else 200
         for case, (n, secs) in (
             ("sign", bench_sign(session, content, buffers, args.seconds, batch)),
             ("verify", bench_verify(session, content, buffers, args.seconds, batch)),

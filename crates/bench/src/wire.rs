@@ -65,7 +65,7 @@ fn shapes() -> Vec<Shape> {
             name: "small",
             content: small_content(),
             buffer_len: None,
-            batch: 20_000,
+            batch: 256,
         },
         Shape {
             name: "buf1m",
