@@ -51,9 +51,10 @@ impl ShellLoop {
             if !try_first {
                 let idle_hook = self.when_idle.filter(|_| served);
                 let until_idle = IDLE_AFTER.saturating_sub(last_served.elapsed());
+                // The queue was empty when the wait began: whatever is read next arrived since.
+                self.reader.waiting();
                 let waited =
                     wait_readable(&self.socket, &self.flags, idle_hook.map(|_| until_idle));
-                // The queue was empty when the wait began: whatever is read now arrived since.
                 self.reader.caught_up();
                 match waited {
                     None => break,

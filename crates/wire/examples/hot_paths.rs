@@ -55,6 +55,22 @@ fn main() {
             }
             timed_ns += cpu_ns() - c1;
         }
+        "replay" => {
+            // The replay history alone: distinct digests admitted into one growing history.
+            let digests: Vec<_> = (0..n * rounds)
+                .map(|i| {
+                    let i = i.to_le_bytes();
+                    sender.signer().digest(&[&i, b"", b"", b""]).unwrap()
+                })
+                .collect();
+            let now = chrono::Utc::now();
+            let mut guard = kernelgate_wire::ReplayGuard::new(ReplayConfig::default(), now);
+            let c1 = cpu_ns();
+            for d in digests {
+                guard.admit(d, now, now).unwrap();
+            }
+            timed_ns += cpu_ns() - c1;
+        }
         "sign" => {
             // As the bench does: the content is moved in, not copied (copies made beforehand).
             let contents: Vec<_> = (0..n).map(|_| content.clone()).collect();

@@ -409,7 +409,11 @@ mod tests {
             for at in 0..4 {
                 let mut text = *b"0a1b";
                 text[at] = bad;
-                assert_eq!(decode_lower_hex(&text, &mut [0; 2]), None, "{bad:#x} at {at}");
+                assert_eq!(
+                    decode_lower_hex(&text, &mut [0; 2]),
+                    None,
+                    "{bad:#x} at {at}"
+                );
             }
         }
         assert_eq!(decode_lower_hex(b"0a1", &mut [0; 2]), None);

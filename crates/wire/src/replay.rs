@@ -281,7 +281,17 @@ impl ReplayGuard {
     /// Records that `reader` was caught up (its queue empty) at `now`. Never moves back.
     pub fn caught_up(&mut self, reader: ReaderId, now: DateTime<Utc>) {
         if let Some(Some(t)) = self.readers.get_mut(reader.0) {
-            *t = (*t).max(now.timestamp_micros());
+            let now = now.timestamp_micros();
+            *t = if *t == WAITING { now } else { (*t).max(now) };
+        }
+    }
+
+    /// Records that `reader` is blocked waiting for input: caught up at every moment until it
+    /// reports [`ReplayGuard::caught_up`] when the wait ends, so an idle reader holds no sweep
+    /// back. (Only for waits that always end with that report.)
+    pub fn waiting(&mut self, reader: ReaderId) {
+        if let Some(Some(t)) = self.readers.get_mut(reader.0) {
+            *t = WAITING;
         }
     }
 
@@ -319,6 +329,9 @@ impl ReplayGuard {
         self.next_sweep_us = now_us.saturating_add((self.keep_us / 16).max(1));
     }
 }
+
+/// A reader's clock while it waits for input: always the present ([`ReplayGuard::clamp_lag`]).
+const WAITING: i64 = i64::MAX;
 
 /// A receiver registered with [`ReplayGuard::register_reader`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,5 +475,21 @@ mod tests {
         let waited_95s = much_later - TimeDelta::seconds(95);
         g.admit_read(reader, digest(2), waited_95s, much_later)
             .unwrap();
+    }
+
+    #[test]
+    fn a_waiting_reader_holds_no_sweep_back() {
+        let t0 = Utc::now();
+        let mut g = guard(10, t0);
+        let reader = g.register_reader(t0);
+        g.admit(digest(1), t0, t0).unwrap();
+        g.waiting(reader);
+        let late = t0 + TimeDelta::seconds(30);
+        g.forget_expired(late);
+        assert_eq!(g.len(), 0, "an idle reader kept an expired digest");
+        // The wait ends: from now on the reader's clock is when it ended.
+        g.caught_up(reader, late);
+        let later = late + TimeDelta::seconds(30);
+        g.admit_read(reader, digest(2), late, later).unwrap();
     }
 }

@@ -351,6 +351,14 @@ impl Reader {
         }
     }
 
+    /// Reports that this reader is about to block waiting for input; call
+    /// [`Reader::caught_up`] as soon as the wait ends. While it waits it holds no sweep back.
+    pub fn waiting(&self) {
+        if let (Some(guard), Some(id)) = (&self.session.replay, self.id) {
+            lock(guard).waiting(id);
+        }
+    }
+
     /// [`Session::receive`], judging freshness by when this reader was last caught up.
     pub fn receive(&self, frames: Vec<Vec<u8>>) -> Result<Verified<Message>> {
         let authentic = self.session.authenticate(frames)?;

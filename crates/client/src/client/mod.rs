@@ -50,6 +50,9 @@ pub struct ClientConfig {
     pub iopub_backlog: usize,
 }
 
+/// How long a message may wait unread at a client and still be judged by when it arrived.
+pub const CLIENT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(10 * 60);
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
@@ -60,7 +63,14 @@ impl Default for ClientConfig {
                 .unwrap_or_else(|| "username".into()),
             session_id: None,
             limits: Limits::default(),
-            replay: Some(ReplayConfig::default()),
+            replay: Some(ReplayConfig {
+                // A client has a reader per socket and most programs never read some of them
+                // (control, often IOPub): each holds the history's sweeps back as far as this.
+                // Ten minutes keeps a long-lived client's history small; a kernel, whose shell
+                // lags only while a cell runs, keeps the default day.
+                max_queue_wait: CLIENT_MAX_QUEUE_WAIT,
+                ..ReplayConfig::default()
+            }),
             allow_unauthenticated: false,
             curve: CurveIdentity::default(),
             iopub_backlog: 10_000,
