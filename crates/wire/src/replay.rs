@@ -8,7 +8,7 @@
 //!
 //! A digest is kept until its message could no longer pass the freshness rule, and expired ones are
 //! swept out every sixteenth of that time, so memory is bounded by message rate x (window + skew)
-//! x 17/16. A hard cap refuses new messages rather than evicting history: eviction would make old
+//! x 17/16 (plus, while a reader lags, the messages admitted over its lag). A hard cap refuses new messages rather than evicting history: eviction would make old
 //! messages replayable. The caller records a digest only after its
 //! signature verified, so a forgery can never poison the history of a genuine message.
 //!
@@ -81,6 +81,11 @@ pub struct ReplayGuard {
     seen: HashMap<DigestKey, i64, BuildHasherDefault<DigestHasher>>,
     /// Per registered reader, the last moment it was caught up (µs; `None`: a free slot).
     readers: Vec<Option<i64>>,
+    /// The latest time any caller has reported (µs). Every clock the guard judges by is at least
+    /// this, so time never runs back: not when a thread read the time before another that
+    /// swept first, nor when the wall clock is stepped back. A sweep's horizon is then never
+    /// ahead of a clock a later message is judged by, which is what keeps replays refused.
+    clock_us: i64,
     /// When expired digests are next swept out.
     next_sweep_us: i64,
     /// The earliest expiry in `seen` (i64::MAX when empty): before it a sweep frees nothing, so
@@ -146,6 +151,7 @@ impl ReplayGuard {
             max_queue_wait_us: micros(config.max_queue_wait),
             seen: HashMap::default(),
             readers: Vec::new(),
+            clock_us: i64::MIN,
             next_sweep_us: i64::MIN,
             oldest_expiry_us: i64::MAX,
         }
@@ -199,7 +205,7 @@ impl ReplayGuard {
     /// Admits a verified message once: checks freshness, refuses a repeat, records the digest.
     /// For a receiver that reads each message as it arrives.
     pub fn admit(&mut self, digest: Digest, date: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
-        let now = now.timestamp_micros();
+        let now = self.tick(now);
         self.admit_us(digest, date.timestamp_micros(), now, now)
     }
 
@@ -207,12 +213,12 @@ impl ReplayGuard {
     /// is judged by the last moment the reader was caught up.
     pub fn admit_read(
         &mut self,
-        reader: ReaderId,
+        reader: &ReaderId,
         digest: Digest,
         date: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let now = now.timestamp_micros();
+        let now = self.tick(now);
         let caught_up = self
             .readers
             .get(reader.0)
@@ -220,6 +226,12 @@ impl ReplayGuard {
             .flatten()
             .map_or(now, |t| self.clamp_lag(t, now));
         self.admit_us(digest, date.timestamp_micros(), caught_up, now)
+    }
+
+    /// `now` in µs, never earlier than any time reported before (see `clock_us`).
+    fn tick(&mut self, now: DateTime<Utc>) -> i64 {
+        self.clock_us = self.clock_us.max(now.timestamp_micros());
+        self.clock_us
     }
 
     /// A reader's clock `t`, at most `max_queue_wait` behind `now` and never ahead of it.
@@ -263,7 +275,7 @@ impl ReplayGuard {
 
     /// Registers a receiver that may read a backlog, caught up at `now`.
     pub fn register_reader(&mut self, now: DateTime<Utc>) -> ReaderId {
-        let now = Some(now.timestamp_micros());
+        let now = Some(self.tick(now));
         match self.readers.iter().position(Option::is_none) {
             Some(free) => {
                 if let Some(slot) = self.readers.get_mut(free) {
@@ -279,9 +291,9 @@ impl ReplayGuard {
     }
 
     /// Records that `reader` was caught up (its queue empty) at `now`. Never moves back.
-    pub fn caught_up(&mut self, reader: ReaderId, now: DateTime<Utc>) {
+    pub fn caught_up(&mut self, reader: &ReaderId, now: DateTime<Utc>) {
+        let now = self.tick(now);
         if let Some(Some(t)) = self.readers.get_mut(reader.0) {
-            let now = now.timestamp_micros();
             *t = if *t == WAITING { now } else { (*t).max(now) };
         }
     }
@@ -289,7 +301,7 @@ impl ReplayGuard {
     /// Records that `reader` is blocked waiting for input: caught up at every moment until it
     /// reports [`ReplayGuard::caught_up`] when the wait ends, so an idle reader holds no sweep
     /// back. (Only for waits that always end with that report.)
-    pub fn waiting(&mut self, reader: ReaderId) {
+    pub fn waiting(&mut self, reader: &ReaderId) {
         if let Some(Some(t)) = self.readers.get_mut(reader.0) {
             *t = WAITING;
         }
@@ -304,7 +316,8 @@ impl ReplayGuard {
 
     /// Drops digests whose messages can no longer pass the freshness check.
     pub fn forget_expired(&mut self, now: DateTime<Utc>) {
-        self.sweep(now.timestamp_micros());
+        let now = self.tick(now);
+        self.sweep(now);
     }
 
     /// The clock a sweep may judge by: no receiver will judge a message by an earlier one.
@@ -333,8 +346,10 @@ impl ReplayGuard {
 /// A reader's clock while it waits for input: always the present ([`ReplayGuard::clamp_lag`]).
 const WAITING: i64 = i64::MAX;
 
-/// A receiver registered with [`ReplayGuard::register_reader`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A receiver registered with [`ReplayGuard::register_reader`]. Neither `Clone` nor `Copy`:
+/// [`ReplayGuard::unregister_reader`] consumes it, so a stale id can never act on a slot that
+/// was handed to another reader since.
+#[derive(Debug, PartialEq, Eq)]
 pub struct ReaderId(usize);
 
 #[cfg(test)]
@@ -409,21 +424,21 @@ mod tests {
         // Read 30 s later, behind a long cell: fresh for the reader, stale for anyone else.
         let late = t0 + TimeDelta::seconds(30);
         assert_eq!(kind(g.admit(digest(1), t0, late)), Some(ErrorKind::Stale));
-        g.admit_read(reader, digest(1), t0, late).unwrap();
+        g.admit_read(&reader, digest(1), t0, late).unwrap();
         assert_eq!(
-            kind(g.admit_read(reader, digest(1), t0, late)),
+            kind(g.admit_read(&reader, digest(1), t0, late)),
             Some(ErrorKind::Replayed)
         );
         // Once caught up, the reader's clock is the present again.
-        g.caught_up(reader, late);
+        g.caught_up(&reader, late);
         assert_eq!(
-            kind(g.admit_read(reader, digest(2), t0, late)),
+            kind(g.admit_read(&reader, digest(2), t0, late)),
             Some(ErrorKind::Stale)
         );
         // The future is judged by the present, whatever the reader's clock.
         let ahead = late + TimeDelta::seconds(2);
         assert_eq!(
-            kind(g.admit_read(reader, digest(3), ahead, late)),
+            kind(g.admit_read(&reader, digest(3), ahead, late)),
             Some(ErrorKind::FutureDated)
         );
     }
@@ -439,12 +454,12 @@ mod tests {
         g.forget_expired(late);
         g.admit(digest(2), late, late).unwrap();
         assert_eq!(
-            kind(g.admit_read(reader, digest(1), t0, late)),
+            kind(g.admit_read(&reader, digest(1), t0, late)),
             Some(ErrorKind::Replayed),
             "a replay read by the lagging reader must still be refused"
         );
         // Caught up (or gone), the reader no longer holds the history back.
-        g.caught_up(reader, late);
+        g.caught_up(&reader, late);
         g.forget_expired(late);
         assert_eq!(g.len(), 1);
         let other = g.register_reader(t0);
@@ -452,7 +467,7 @@ mod tests {
         g.forget_expired(late);
         assert_eq!(g.len(), 1);
         assert_eq!(
-            kind(g.admit_read(reader, digest(1), t0, late)),
+            kind(g.admit_read(&reader, digest(1), t0, late)),
             Some(ErrorKind::Stale)
         );
     }
@@ -469,11 +484,11 @@ mod tests {
         g.forget_expired(much_later);
         assert_eq!(g.len(), 0);
         assert_eq!(
-            kind(g.admit_read(reader, digest(1), t0, much_later)),
+            kind(g.admit_read(&reader, digest(1), t0, much_later)),
             Some(ErrorKind::Stale)
         );
         let waited_95s = much_later - TimeDelta::seconds(95);
-        g.admit_read(reader, digest(2), waited_95s, much_later)
+        g.admit_read(&reader, digest(2), waited_95s, much_later)
             .unwrap();
     }
 
@@ -483,13 +498,35 @@ mod tests {
         let mut g = guard(10, t0);
         let reader = g.register_reader(t0);
         g.admit(digest(1), t0, t0).unwrap();
-        g.waiting(reader);
+        g.waiting(&reader);
         let late = t0 + TimeDelta::seconds(30);
         g.forget_expired(late);
         assert_eq!(g.len(), 0, "an idle reader kept an expired digest");
         // The wait ends: from now on the reader's clock is when it ended.
-        g.caught_up(reader, late);
+        g.caught_up(&reader, late);
         let later = late + TimeDelta::seconds(30);
-        g.admit_read(reader, digest(2), late, later).unwrap();
+        g.admit_read(&reader, digest(2), late, later).unwrap();
+    }
+
+    #[test]
+    fn a_clock_read_before_another_threads_sweep_cannot_let_a_replay_in() {
+        let t0 = Utc::now();
+        let mut g = guard(10, t0);
+        g.admit(digest(1), t0, t0).unwrap();
+        // One thread sweeps at t0 + 11 s; another read the time (t0 + 9 s) before it, and only
+        // now gets the lock with a replay of the message. Judged by its own stale reading the
+        // replay would look fresh, and its digest is gone.
+        g.forget_expired(t0 + TimeDelta::seconds(11));
+        assert_eq!(g.len(), 0);
+        assert_eq!(
+            kind(g.admit(digest(1), t0, t0 + TimeDelta::seconds(9))),
+            Some(ErrorKind::Stale)
+        );
+        // The same holds for a wall clock stepped back.
+        let reader = g.register_reader(t0);
+        assert_eq!(
+            kind(g.admit_read(&reader, digest(1), t0, t0)),
+            Some(ErrorKind::Stale)
+        );
     }
 }

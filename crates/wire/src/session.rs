@@ -138,7 +138,7 @@ impl Session {
     fn admit_read(
         &self,
         authentic: Authentic,
-        reader: Option<ReaderId>,
+        reader: Option<&ReaderId>,
         now: DateTime<Utc>,
     ) -> Result<Verified<Message>> {
         let Authentic {
@@ -201,7 +201,7 @@ impl Session {
         &self,
         header: &Header,
         digest: Option<Digest>,
-        reader: Option<ReaderId>,
+        reader: Option<&ReaderId>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         if let (Some(guard), Some(digest)) = (&self.replay, digest) {
@@ -346,7 +346,7 @@ impl Reader {
     /// Reports that this reader's queue was just seen empty, or it was waiting for input:
     /// everything it reads from now on arrived from now on.
     pub fn caught_up(&self) {
-        if let (Some(guard), Some(id)) = (&self.session.replay, self.id) {
+        if let (Some(guard), Some(id)) = (&self.session.replay, &self.id) {
             lock(guard).caught_up(id, Utc::now());
         }
     }
@@ -354,7 +354,7 @@ impl Reader {
     /// Reports that this reader is about to block waiting for input; call
     /// [`Reader::caught_up`] as soon as the wait ends. While it waits it holds no sweep back.
     pub fn waiting(&self) {
-        if let (Some(guard), Some(id)) = (&self.session.replay, self.id) {
+        if let (Some(guard), Some(id)) = (&self.session.replay, &self.id) {
             lock(guard).waiting(id);
         }
     }
@@ -362,7 +362,8 @@ impl Reader {
     /// [`Session::receive`], judging freshness by when this reader was last caught up.
     pub fn receive(&self, frames: Vec<Vec<u8>>) -> Result<Verified<Message>> {
         let authentic = self.session.authenticate(frames)?;
-        self.session.admit_read(authentic, self.id, Utc::now())
+        self.session
+            .admit_read(authentic, self.id.as_ref(), Utc::now())
     }
 
     /// The session this reader belongs to.
@@ -373,7 +374,7 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        if let (Some(guard), Some(id)) = (&self.session.replay, self.id) {
+        if let (Some(guard), Some(id)) = (&self.session.replay, self.id.take()) {
             lock(guard).unregister_reader(id);
         }
     }

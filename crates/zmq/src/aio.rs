@@ -77,12 +77,15 @@ impl AsyncSocket {
     }
 
     /// Like [`AsyncSocket::recv_multipart`], calling `caught_up` each time the queue was found
-    /// empty and waited on: whatever is received after such a call arrived after it (how a
-    /// replay guard's reader learns when it was last caught up).
+    /// empty, and again when the wait for it ends: whatever is received after such a call
+    /// arrived after it (how a replay guard's reader learns when it was last caught up). The
+    /// first call comes before the wait, so a future dropped while waiting (a losing branch of
+    /// `select!`) has still reported it.
     pub async fn recv_multipart_noting(&mut self, caught_up: impl Fn()) -> Result<Vec<Vec<u8>>> {
         loop {
             match self.socket.recv_multipart(true) {
                 Err(e) if e.is_again() => {
+                    caught_up();
                     self.wait(PollEvents::READABLE).await?;
                     caught_up();
                 }
