@@ -26,23 +26,39 @@ fn bind(ctx: &Context, ty: SocketType) -> (Socket, u16) {
     (s, port)
 }
 
+/// A fake kernel's five sockets on loopback: its connection info and the sockets of `wanted`,
+/// in that order. The other channels' sockets stay open, unused, for the test's lifetime.
+fn fake_kernel(ctx: &Context, wanted: &[Channel]) -> (ConnectionInfo, Vec<Socket>) {
+    let mut info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1").unwrap();
+    let mut sockets = Vec::new();
+    for ch in [
+        Channel::Shell,
+        Channel::IoPub,
+        Channel::Control,
+        Channel::Stdin,
+        Channel::Heartbeat,
+    ] {
+        let ty = match ch {
+            Channel::IoPub => SocketType::Pub,
+            Channel::Heartbeat => SocketType::Rep,
+            _ => SocketType::Router,
+        };
+        let (s, p) = bind(ctx, ty);
+        info.set_port(ch, p);
+        match wanted.iter().position(|w| *w == ch) {
+            Some(at) => sockets.push((at, s)),
+            None => std::mem::forget(s),
+        }
+    }
+    sockets.sort_by_key(|(at, _)| *at);
+    (info, sockets.into_iter().map(|(_, s)| s).collect())
+}
+
 #[test]
 fn forged_stray_and_replayed_messages_are_dropped() {
     let ctx = Context::new().unwrap();
-    let mut info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1").unwrap();
-    let (shell, p) = bind(&ctx, SocketType::Router);
-    info.set_port(Channel::Shell, p);
-    let (iopub, p) = bind(&ctx, SocketType::Pub);
-    info.set_port(Channel::IoPub, p);
-    for (ch, ty) in [
-        (Channel::Control, SocketType::Router),
-        (Channel::Stdin, SocketType::Router),
-        (Channel::Heartbeat, SocketType::Rep),
-    ] {
-        let (s, p) = bind(&ctx, ty);
-        info.set_port(ch, p);
-        std::mem::forget(s); // kept open for the test's lifetime
-    }
+    let (info, sockets) = fake_kernel(&ctx, &[Channel::Shell, Channel::IoPub]);
+    let [shell, iopub]: [Socket; 2] = sockets.try_into().unwrap();
     let kernel = Session::new(info.signer(false).unwrap(), SessionConfig::default());
     let forger = Session::new(
         Signer::new(info.signature_scheme, &Key::new(*b"not the key")).unwrap(),
@@ -134,19 +150,8 @@ fn forged_stray_and_replayed_messages_are_dropped() {
 #[test]
 fn output_left_queued_longer_than_the_window_is_still_delivered() {
     let ctx = Context::new().unwrap();
-    let mut info = ConnectionInfo::generate(Transport::Tcp, "127.0.0.1").unwrap();
-    let (iopub, p) = bind(&ctx, SocketType::Pub);
-    info.set_port(Channel::IoPub, p);
-    for (ch, ty) in [
-        (Channel::Shell, SocketType::Router),
-        (Channel::Control, SocketType::Router),
-        (Channel::Stdin, SocketType::Router),
-        (Channel::Heartbeat, SocketType::Rep),
-    ] {
-        let (s, p) = bind(&ctx, ty);
-        info.set_port(ch, p);
-        std::mem::forget(s); // kept open for the test's lifetime
-    }
+    let (info, sockets) = fake_kernel(&ctx, &[Channel::IoPub]);
+    let [iopub]: [Socket; 1] = sockets.try_into().unwrap();
     let kernel = Session::new(info.signer(false).unwrap(), SessionConfig::default());
     let (joined_tx, joined_rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
