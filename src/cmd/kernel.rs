@@ -46,21 +46,14 @@ pub struct KernelArgs {
     /// How old, in seconds, a request may be (by its header's date, when it reached the kernel)
     /// and still be accepted; older ones are refused as stale (built-in kernel). Fractions
     /// allowed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = positive_seconds,
-        conflicts_with = "kernel")]
-    replay_window: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "60",
+        value_parser = standalone::parse_replay_window, conflicts_with = "kernel")]
+    replay_window: std::time::Duration,
     #[command(
         flatten,
         next_help_heading = "Sandbox of a managed kernel (with --kernel)"
     )]
     sandbox: super::sandbox::SandboxArgs,
-}
-
-fn positive_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s > 0.0 && std::time::Duration::try_from_secs_f64(s).is_ok() => Ok(s),
-        _ => Err(format!("{text:?} is not a positive number of seconds")),
-    }
 }
 
 pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
@@ -74,7 +67,7 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
         transport: Transport::parse(&args.transport)?,
         max_operations: args.max_operations,
         max_message_size: args.max_message_size,
-        replay_window: std::time::Duration::from_secs_f64(args.replay_window),
+        replay_window: args.replay_window,
         after_start: None,
         when_idle: None,
     };

@@ -55,6 +55,16 @@ impl Default for StandaloneOptions {
     }
 }
 
+/// Parses a `--replay-window` value: a positive number of seconds, fractions allowed. Shared by
+/// `kernelgate kernel` and `kernelgate-kernel`, so both accept exactly the same values.
+pub fn parse_replay_window(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
+}
+
 /// Why the kernel could not run: a message for the user, with its context.
 #[derive(Debug)]
 pub struct StandaloneError(String);

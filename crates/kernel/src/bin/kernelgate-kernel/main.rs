@@ -95,7 +95,10 @@ fn parse(args: &[String]) -> Result<Option<(StandaloneOptions, String)>, String>
             }
             "--max-operations" => options.max_operations = number(flag, &value()?)?,
             "--max-message-size" => options.max_message_size = number(flag, &value()?)?,
-            "--replay-window" => options.replay_window = seconds(flag, &value()?)?,
+            "--replay-window" => {
+                options.replay_window = standalone::parse_replay_window(&value()?)
+                    .map_err(|e| format!("{flag}: {e}"))?
+            }
             "--log" => log = value()?,
             other => return Err(format!("unexpected argument {other:?}")),
         }
@@ -104,14 +107,6 @@ fn parse(args: &[String]) -> Result<Option<(StandaloneOptions, String)>, String>
         log = filter;
     }
     Ok(Some((options, log)))
-}
-
-fn seconds(flag: &str, text: &str) -> Result<std::time::Duration, String> {
-    let s: f64 = number(flag, text)?;
-    std::time::Duration::try_from_secs_f64(s)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{flag} {text:?}: a positive number of seconds"))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
