@@ -169,8 +169,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     // Our long-running kernel for the round trips.
     let file = dir.join("ours.json");
     let (ours_kernel, _) = start_ours(bin, &file)?;
-    let mut ours = BlockingKernelClient::from_file(&file, ClientConfig::default())?;
-    ours.wait_for_ready(Duration::from_secs(30))?;
+    let mut ours = connected(&file)?;
     let execute = json!({"code": "1+1", "silent": false, "store_history": true,
         "user_expressions": {}, "allow_stdin": false, "stop_on_error": true});
     let exec_reply = ours.request(Channel::Shell, "execute_request", execute.clone())?;
@@ -242,7 +241,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
     ));
 
     // Our client -> our kernel.
-    cases.extend(our_client_cases(&mut ours, "ours", &execute, args)?);
+    cases.extend(our_client_cases(&mut ours, &file, "ours", &execute, args)?);
     // Where the time goes: each side against a minimal counterpart (sign/verify only, blocking).
     let info = ours.inner().connection_info().clone();
     let s = minimal_client(&info, &execute, args)?;
@@ -295,9 +294,8 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         bail!("the Python peer ended ({status}) before handing over its ipykernel");
     };
     let ipy_result = (|| -> Result<Vec<Case>> {
-        let mut c = BlockingKernelClient::from_file(&ipy_file, ClientConfig::default())?;
-        c.wait_for_ready(Duration::from_secs(30))?;
-        our_client_cases(&mut c, "ipykernel", &execute, args).map_err(|e| {
+        let mut c = connected(&ipy_file)?;
+        our_client_cases(&mut c, &ipy_file, "ipykernel", &execute, args).map_err(|e| {
             // Whatever the client refused is part of the story of a failure.
             e.context(format!(
                 "messages our client refused: {:?}",
@@ -394,9 +392,17 @@ fn finish(
     Ok(())
 }
 
-/// execute, execute+idle and kernel_info from our blocking client.
+/// Our blocking client of the kernel of connection file `file`, once the kernel is ready.
+fn connected(file: &Path) -> Result<BlockingKernelClient> {
+    let mut c = BlockingKernelClient::from_file(file, ClientConfig::default())?;
+    c.wait_for_ready(Duration::from_secs(30))?;
+    Ok(c)
+}
+
+/// execute, execute+idle and kernel_info from our blocking client `c` of the kernel of `file`.
 fn our_client_cases(
     c: &mut BlockingKernelClient,
+    file: &Path,
     kernel: &str,
     execute: &Value,
     args: &Args,
@@ -407,8 +413,11 @@ fn our_client_cases(
         check_ok(&r)
     })?;
     out.push(Case::latency(&format!("execute/ours->{kernel}"), s));
-    // Drop the IOPub traffic the loop above left queued before waiting for idles.
-    c.flush_iopub(Duration::from_millis(100))?;
+    // The loop above left thousands of IOPub messages unread. Draining them is not enough:
+    // ipykernel's IOPub, once its subscriber fell that far behind, can stall for tens of
+    // seconds under load (jupyter_client sees the same; our kernel does not), dropping the idles
+    // the next case waits for. A new client starts with an empty subscription instead.
+    *c = connected(file)?;
     let opts = ExecuteOptions::default();
     let s = time_rounds(args.rounds, args.warmup, || {
         let o = c.execute("1+1", &opts, &mut ())?;
