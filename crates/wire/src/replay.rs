@@ -6,11 +6,12 @@
 //!   kernel instance with the same key are useless;
 //! - within the window, an exact history of accepted digests refuses any repeat.
 //!
-//! A digest is kept until its message could no longer pass the freshness rule, and expired ones are
-//! swept out every sixteenth of that time, so memory is bounded by message rate x (window + skew)
-//! x 17/16 (plus, while a reader lags, the messages admitted over its lag). A hard cap refuses new messages rather than evicting history: eviction would make old
-//! messages replayable. The caller records a digest only after its
-//! signature verified, so a forgery can never poison the history of a genuine message.
+//! A digest is kept until its message could no longer pass the freshness rule, and expired ones
+//! are swept out every sixteenth of that time, so memory is bounded by message rate x (window +
+//! skew) x 17/16 (plus, while a reader lags, the messages admitted over its lag). A hard cap
+//! refuses new messages rather than evicting history: eviction would make old messages
+//! replayable. The caller records a digest only after its signature verified, so a forgery can
+//! never poison the history of a genuine message.
 //!
 //! Freshness is judged by when a message reached its receiver, not by when the receiver read it.
 //! A kernel runs one cell at a time and reads the next request only afterwards: requests queued

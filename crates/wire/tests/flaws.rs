@@ -103,8 +103,10 @@ fn message_from_before_a_restart_is_refused() {
     assert_eq!(kind(restarted.receive(captured)), ErrorKind::Stale);
 }
 
-fn config_10s() -> SessionConfig {
-    SessionConfig {
+/// A session with a 10 s window and 1 s skew, started an hour ago.
+fn session_10s() -> Session {
+    let signer = Signer::new(Scheme::Sha256, &key()).unwrap();
+    let config = SessionConfig {
         replay: Some(ReplayConfig {
             window: Duration::from_secs(10),
             clock_skew: Duration::from_secs(1),
@@ -112,13 +114,13 @@ fn config_10s() -> SessionConfig {
             ..ReplayConfig::default()
         }),
         ..SessionConfig::default()
-    }
+    };
+    Session::started_at(signer, config, Utc::now() - TimeDelta::hours(1))
 }
 
 #[test]
 fn messages_outside_the_freshness_window_are_stale_and_future_ones_refused() {
-    let signer = Signer::new(Scheme::Sha256, &key()).unwrap();
-    let s = Session::started_at(signer, config_10s(), Utc::now() - TimeDelta::hours(1));
+    let s = session_10s();
     let f = frames(&s);
     let a = s.authenticate(f.clone()).unwrap();
     assert_eq!(
@@ -126,11 +128,7 @@ fn messages_outside_the_freshness_window_are_stale_and_future_ones_refused() {
         ErrorKind::Stale
     );
     // The guard's clock never runs back, so the future is tested on a session of its own.
-    let s = Session::started_at(
-        Signer::new(Scheme::Sha256, &key()).unwrap(),
-        config_10s(),
-        Utc::now() - TimeDelta::hours(1),
-    );
+    let s = session_10s();
     let a = s.authenticate(f).unwrap();
     assert_eq!(
         kind(s.admit(a, Utc::now() - TimeDelta::seconds(5))),
