@@ -57,7 +57,8 @@ fn main() {
             timed_ns += cpu_ns() - c1;
         }
         "replay" => {
-            // The replay history alone: distinct digests admitted into one growing history.
+            // The replay history alone: distinct digests admitted into one growing history
+            // (`hot_paths replay 1000000 4` fills it to the default cap).
             let digests: Vec<_> = (0..n * rounds)
                 .map(|i| {
                     let i = i.to_le_bytes();
@@ -67,8 +68,10 @@ fn main() {
             let now = chrono::Utc::now();
             let mut guard = kernelgate_wire::ReplayGuard::new(ReplayConfig::default(), now);
             let c1 = cpu_ns();
-            for d in digests {
-                guard.admit(d, now, now).unwrap();
+            // Dated a microsecond apart, as a fast sender's messages are.
+            for (i, d) in (0i64..).zip(digests) {
+                let date = now + chrono::TimeDelta::microseconds(i % 4_000_000);
+                guard.admit(d, date, now).unwrap();
             }
             timed_ns += cpu_ns() - c1;
         }
@@ -102,6 +105,8 @@ fn main() {
                 for frames in batch {
                     if mode == "prep" {
                         drop(black_box(frames));
+                    } else if mode == "raw" {
+                        drop(black_box(receiver.receive_raw(frames).unwrap()));
                     } else if mode == "auth" {
                         drop(black_box(receiver.authenticate(frames).unwrap()));
                     } else {

@@ -6,11 +6,17 @@
 //!   kernel instance with the same key are useless;
 //! - within the window, an exact history of accepted digests refuses any repeat.
 //!
-//! A digest is kept until its message could no longer pass the freshness rule, and expired ones
-//! are swept out every sixteenth of that time, so memory is bounded by message rate x (window +
-//! skew) x 17/16 (plus, while a reader lags, the messages admitted over its lag). A hard cap
-//! refuses new messages rather than evicting history: eviction would make old messages
-//! replayable. The caller records a digest only after its signature verified, so a forgery can
+//! A digest is kept until its message could no longer pass the freshness rule and dropped as soon
+//! as it expires, so memory is bounded by message rate x (window + skew) (plus, while a reader
+//! lags, the messages admitted over its lag). A hard cap refuses new messages rather than evicting
+//! history: eviction would make old messages replayable.
+//!
+//! The history is ordered by expiry (a message's date plus the window), then digest. A replay
+//! carries the very bytes that were signed, so the same date: looking it up by (expiry, digest) is
+//! exact. Traffic arrives roughly in date order, so each new entry lands at the recent end of the
+//! ordering, memory the previous message touched, and expired entries leave from the old end one
+//! at a time: a history of millions costs no cache miss per message (a hash table keyed by digest
+//! costs one, the digests being random) and no periodic walk over the whole table. The caller records a digest only after its signature verified, so a forgery can
 //! never poison the history of a genuine message.
 //!
 //! Freshness is judged by when a message reached its receiver, not by when the receiver read it.
@@ -22,8 +28,7 @@
 //! run ahead of the most lagging reader, so every digest a reader could still take for fresh
 //! stays in the history.
 
-use std::collections::hash_map::{Entry, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -73,13 +78,9 @@ pub struct ReplayGuard {
     window_us: i64,
     skew_us: i64,
     max_queue_wait_us: i64,
-    /// The longest a digest is kept: a message accepted at `t` is dated at most `t + skew`, so
-    /// from `t + skew + window` on it is stale. A sixteenth of it is the sweep period.
-    keep_us: i64,
-    /// Accepted digests and the last clock by which each message is still fresh, its date plus
-    /// the window (µs since the epoch). One table, no
-    /// per-message queue: a long history costs one random access per message, not two.
-    seen: HashMap<DigestKey, i64, BuildHasherDefault<DigestHasher>>,
+    /// Accepted messages, ordered by the last clock by which each is still fresh (its date plus
+    /// the window, µs since the epoch), then by digest.
+    seen: BTreeSet<Entry>,
     /// Per registered reader, the last moment it was caught up (µs; `None`: a free slot).
     readers: Vec<Option<i64>>,
     /// The latest time any caller has reported (µs). Every clock the guard judges by is at least
@@ -87,43 +88,17 @@ pub struct ReplayGuard {
     /// swept first, nor when the wall clock is stepped back. A sweep's horizon is then never
     /// ahead of a clock a later message is judged by, which is what keeps replays refused.
     clock_us: i64,
-    /// When expired digests are next swept out.
-    next_sweep_us: i64,
-    /// The earliest expiry in `seen` (i64::MAX when empty): before it a sweep frees nothing, so
-    /// a history full of live digests does not walk the whole table for every refused message.
-    oldest_expiry_us: i64,
 }
 
-/// The first 128 bits of a digest: collisions need 2^64 messages, far beyond any history.
-/// (An MD5 HMAC has exactly 128 bits.) Two words, so a table entry is 24 bytes, not 32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DigestKey(u64, u64);
-
-impl std::hash::Hash for DigestKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0);
-    }
+/// One accepted message: its expiry, then the first 128 bits of its digest (collisions need 2^64
+/// messages, far beyond any history; an MD5 HMAC has exactly 128 bits). 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    expiry_us: i64,
+    digest: (u64, u64),
 }
 
-/// The digests are HMAC outputs: keyed and uniformly distributed, so they are their own hash.
-#[derive(Debug, Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes.iter().take(8) {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-fn key_of(digest: &Digest) -> DigestKey {
+fn digest_key(digest: &Digest) -> (u64, u64) {
     let mut b = [0u8; 16];
     let src = digest.as_bytes();
     let n = src.len().min(16);
@@ -131,7 +106,7 @@ fn key_of(digest: &Digest) -> DigestKey {
         dst.copy_from_slice(src);
     }
     let (lo, hi) = b.split_at(8);
-    DigestKey(word(lo), word(hi))
+    (word(lo), word(hi))
 }
 
 /// A duration in whole microseconds, saturating (a configured window of centuries means "always").
@@ -148,13 +123,10 @@ impl ReplayGuard {
             earliest_start_us: started.timestamp_micros().saturating_sub(skew_us),
             window_us,
             skew_us,
-            keep_us: window_us.saturating_add(skew_us),
             max_queue_wait_us: micros(config.max_queue_wait),
-            seen: HashMap::default(),
+            seen: BTreeSet::new(),
             readers: Vec::new(),
             clock_us: i64::MIN,
-            next_sweep_us: i64::MIN,
-            oldest_expiry_us: i64::MAX,
         }
     }
 
@@ -242,36 +214,26 @@ impl ReplayGuard {
 
     fn admit_us(&mut self, digest: Digest, date: i64, arrived: i64, now: i64) -> Result<()> {
         self.check_fresh_us(date, arrived, now)?;
-        if now >= self.next_sweep_us {
-            self.sweep(now);
+        self.sweep(now);
+        // Judged by any clock up to `date + window` the message is fresh; by a later one it is
+        // stale, whatever the history holds.
+        let entry = Entry {
+            expiry_us: date.saturating_add(self.window_us),
+            digest: digest_key(&digest),
+        };
+        if self.seen.len() >= self.config.max_entries && !self.seen.contains(&entry) {
+            return err(
+                ErrorKind::ReplayCacheFull,
+                format!(
+                    "replay history holds {} digests, its cap",
+                    self.config.max_entries
+                ),
+            );
         }
-        let key = key_of(&digest);
-        if self.seen.len() >= self.config.max_entries && !self.seen.contains_key(&key) {
-            // Expired digests may still be waiting for the sweep: never refuse because of them.
-            if self.sweep_horizon(now) > self.oldest_expiry_us {
-                self.sweep(now);
-            }
-            if self.seen.len() >= self.config.max_entries {
-                return err(
-                    ErrorKind::ReplayCacheFull,
-                    format!(
-                        "replay history holds {} digests, its cap",
-                        self.config.max_entries
-                    ),
-                );
-            }
+        if !self.seen.insert(entry) {
+            return err(ErrorKind::Replayed, "message was already received");
         }
-        match self.seen.entry(key) {
-            Entry::Occupied(_) => err(ErrorKind::Replayed, "message was already received"),
-            Entry::Vacant(slot) => {
-                // Judged by any clock up to `date + window` the message is fresh; by a later
-                // one it is stale, whatever the history holds.
-                let expiry = date.saturating_add(self.window_us);
-                slot.insert(expiry);
-                self.oldest_expiry_us = self.oldest_expiry_us.min(expiry);
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     /// Registers a receiver that may read a backlog, caught up at `now`.
@@ -329,18 +291,13 @@ impl ReplayGuard {
             .fold(now_us, |h, &t| h.min(self.clamp_lag(t, now_us)))
     }
 
+    /// Drops the entries no receiver can take for fresh any more, oldest first: usually none or
+    /// one, as each admit sweeps.
     fn sweep(&mut self, now_us: i64) {
         let horizon = self.sweep_horizon(now_us);
-        let mut oldest = i64::MAX;
-        self.seen.retain(|_, &mut expiry| {
-            let keep = expiry >= horizon;
-            if keep {
-                oldest = oldest.min(expiry);
-            }
-            keep
-        });
-        self.oldest_expiry_us = oldest;
-        self.next_sweep_us = now_us.saturating_add((self.keep_us / 16).max(1));
+        while self.seen.first().is_some_and(|e| e.expiry_us < horizon) {
+            self.seen.pop_first();
+        }
     }
 }
 
@@ -415,6 +372,25 @@ mod tests {
         let later = t0 + TimeDelta::seconds(12);
         g.admit(digest(3), later, later).unwrap();
         assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn messages_out_of_date_order_are_each_refused_when_replayed() {
+        let t0 = Utc::now();
+        let mut g = guard(10, t0);
+        let dates = [3, 1, 2, 1].map(|ms| t0 + TimeDelta::milliseconds(ms));
+        for (n, date) in (1u8..).zip(dates) {
+            g.admit(digest(n), date, t0).unwrap();
+        }
+        for (n, date) in (1u8..).zip(dates) {
+            assert_eq!(
+                kind(g.admit(digest(n), date, t0)),
+                Some(ErrorKind::Replayed)
+            );
+        }
+        // Each leaves the history once its own date has expired, not before.
+        g.forget_expired(t0 + TimeDelta::milliseconds(10_001) + TimeDelta::microseconds(1));
+        assert_eq!(g.len(), 2);
     }
 
     #[test]
