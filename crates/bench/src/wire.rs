@@ -3,13 +3,17 @@
 //! Shapes (the same in python/peers/bench_session.py): `small` (an execute_request with ~120 B of
 //! content), `buf1m` (the same plus one 1 MiB buffer), `content64k` (~64 KiB of content).
 //! Cases per shape:
-//! - `sign`: build a new message (fresh header) and serialize + sign it into frames.
+//! - `sign`: build a new message (fresh header) and serialize + sign it into frames. Our buffers
+//!   are freed after the clock stops, as in `verify`.
 //! - `verify`: verify + deserialize distinct messages signed beforehand (outside the clock), with
 //!   replay protection on for both: our exact history, jupyter_client's default digest history.
 //!   Our received buffers are freed after the clock stops (the peer's all share one object).
 //!
-//! Both sides time batches of prepared work with a monotonic clock until `--seconds` of timed
-//! work has accumulated, after one untimed warm-up batch. One thread: a single core's figure.
+//! Both sides time batches of prepared work with a monotonic clock, after one untimed warm-up
+//! batch. One thread: a single core's figure. The two sides take turns (`--rounds`, each round a
+//! run of the peer then ours, `--seconds / --rounds` per case and side), never at the same time:
+//! on a shared machine the load shifts over a run, and a peer measured only at its start and ours
+//! only at its end would each be judged under different conditions.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -24,9 +28,12 @@ use crate::report::{Report, Row};
 /// Options of `wire`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Seconds of timed work per case and side.
+    /// Seconds of timed work per case and side, over all rounds.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Rounds in which the peer and ours take turns (at least 1).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 /// The HMAC key both sides use (any key works; same length as the Python peer's).
@@ -92,14 +99,32 @@ fn session(replay: Option<ReplayConfig>) -> Result<Session> {
     Ok(Session::new(signer, config))
 }
 
-/// Runs `run` on batches from `prepare` (untimed) until `seconds` of timed work; returns items/s.
-/// What `run` returns is dropped after the clock stops.
-fn timed<T, R>(
+/// Items timed and the time they took, summed over rounds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    items: f64,
+    seconds: f64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.items += other.items;
+        self.seconds += other.seconds;
+    }
+
+    fn per_s(self) -> f64 {
+        self.items / self.seconds
+    }
+}
+
+/// Runs `run` on batches from `prepare` (untimed) until `seconds` of timed work. The buffers
+/// `run` hands back are recycled after the clock stops.
+fn timed<T>(
     seconds: f64,
     mut prepare: impl FnMut() -> Result<Vec<T>>,
-    mut run: impl FnMut(Vec<T>) -> Result<R>,
-) -> Result<f64> {
-    drop(run(prepare()?)?); // warm-up
+    mut run: impl FnMut(Vec<T>) -> Result<Vec<Buffers>>,
+) -> Result<Tally> {
+    recycle(run(prepare()?)?); // warm-up
     let budget = Duration::from_secs_f64(seconds);
     let (mut spent, mut n) = (Duration::ZERO, 0usize);
     while spent < budget {
@@ -108,28 +133,48 @@ fn timed<T, R>(
         let t0 = Instant::now();
         let kept = run(items)?;
         spent += t0.elapsed();
-        drop(kept);
+        recycle(kept);
         n += len;
     }
-    Ok(n as f64 / spent.as_secs_f64())
+    Ok(Tally {
+        items: n as f64,
+        seconds: spent.as_secs_f64(),
+    })
 }
 
-fn buffers(shape: &Shape, count: usize) -> Vec<Vec<Vec<u8>>> {
-    (0..count)
-        .map(|_| {
-            shape
-                .buffer_len
-                .map(|n| vec![vec![0u8; n]])
-                .unwrap_or_default()
-        })
-        .collect()
+/// One message's binary buffers.
+type Buffers = Vec<Vec<u8>>;
+
+thread_local! {
+    /// 1 MiB buffers from earlier batches. Allocating and zeroing 32 MiB per batch (untimed) took
+    /// a hundred times longer than the timed work, and most of the benchmark's minutes.
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn recycle(kept: Vec<Buffers>) {
+    POOL.with_borrow_mut(|pool| pool.extend(kept.into_iter().flatten()));
+}
+
+fn buffers(shape: &Shape, count: usize) -> Vec<Buffers> {
+    let Some(len) = shape.buffer_len else {
+        return vec![Vec::new(); count];
+    };
+    let fresh = || vec![0u8; len];
+    POOL.with_borrow_mut(|pool| {
+        (0..count)
+            .map(|_| {
+                let reused = pool.pop().filter(|b| b.len() == len);
+                vec![reused.unwrap_or_else(fresh)]
+            })
+            .collect()
+    })
 }
 
 /// Ours: new message + serialize + sign. The content is handed over (moved) as a sender that built
 /// it would: jupyter_client's `Session.msg` takes its content dict by reference, uncopied, so a
 /// deep copy of the `Value` per message would time work neither real sender does. The copies are
 /// made untimed, like the buffers.
-fn ours_sign(shape: &Shape, seconds: f64) -> Result<f64> {
+fn ours_sign(shape: &Shape, seconds: f64) -> Result<Tally> {
     let s = session(Some(ReplayConfig::default()))?;
     timed(
         seconds,
@@ -140,7 +185,11 @@ fn ours_sign(shape: &Shape, seconds: f64) -> Result<f64> {
                 .collect())
         },
         |items| {
+            // As in `ours_verify`: the buffers outlive the clock (the peer's are one shared
+            // object, never freed), every other frame is freed inside it.
+            let mut buffers = Vec::with_capacity(items.len());
             for (content, bufs) in items {
+                let kept = bufs.len();
                 let msg = Message {
                     identities: Vec::new(),
                     header: s.header("execute_request"),
@@ -149,9 +198,10 @@ fn ours_sign(shape: &Shape, seconds: f64) -> Result<f64> {
                     content,
                     buffers: bufs,
                 };
-                black_box(s.encode_owned(msg)?);
+                let mut frames = black_box(s.encode_owned(msg)?);
+                buffers.push(frames.split_off(frames.len().saturating_sub(kept)));
             }
-            Ok(())
+            Ok(buffers)
         },
     )
 }
@@ -179,7 +229,7 @@ enum Verify {
 }
 
 /// Ours: verify + deserialize messages signed beforehand.
-fn ours_verify(shape: &Shape, seconds: f64, mode: Verify) -> Result<f64> {
+fn ours_verify(shape: &Shape, seconds: f64, mode: Verify) -> Result<Tally> {
     let sender = session(None)?;
     let replay = (mode == Verify::ReplayOn).then(ReplayConfig::default);
     let cap = ReplayConfig::default().max_entries;
@@ -215,15 +265,22 @@ fn ours_verify(shape: &Shape, seconds: f64, mode: Verify) -> Result<f64> {
             Ok(buffers)
         },
     )
-    .map(|batches_per_s| batches_per_s * shape.batch as f64)
+    .map(|t| Tally {
+        items: t.items * shape.batch as f64,
+        ..t
+    })
 }
 
-fn peer_figure(peer: &[Value], case: &str) -> Result<f64> {
-    peer.iter()
-        .find(|v| v.get("case").and_then(Value::as_str) == Some(case))
-        .and_then(|v| v.get("per_s"))
-        .and_then(Value::as_f64)
-        .ok_or_else(|| anyhow!("the Python peer printed no figure for {case}"))
+/// The peer's tally of `case` in one round's output.
+fn peer_tally(peer: &[Value], case: &str) -> Result<Tally> {
+    let row = peer
+        .iter()
+        .find(|v| v.get("case").and_then(Value::as_str) == Some(case));
+    let field = |name: &str| row.and_then(|v| v.get(name)).and_then(Value::as_f64);
+    match (field("n"), field("seconds")) {
+        (Some(items), Some(seconds)) if seconds > 0.0 => Ok(Tally { items, seconds }),
+        _ => Err(anyhow!("the Python peer printed no figure for {case}")),
+    }
 }
 
 /// Runs the `wire` benchmark.
@@ -232,49 +289,64 @@ pub fn run(args: &Args, python: &Python, report: &mut Report) -> Result<()> {
         report.note("warning: debug build; run with --release for meaningful figures");
     }
     report.note(&format!(
-        "wire: jupyter_client {} ({}) vs kernelgate-wire, {}s of timed work per case and side, one thread",
+        "wire: jupyter_client {} ({}) vs kernelgate-wire, {}s of timed work per case and side \
+         in {} alternating rounds, one thread",
         python.jupyter_client,
         python.path().display(),
-        args.seconds
+        args.seconds,
+        args.rounds
     ));
-    // The peer runs first and alone, so the two never compete for the machine's cores.
-    let peer = python
-        .run_peer(
-            "bench_session.py",
-            &["--seconds".into(), args.seconds.to_string()],
-        )
-        .context("jupyter_client Session benchmark")?;
-    let who = format!("jupyter_client {}", python.jupyter_client);
-    for shape in shapes() {
-        let min_ratio = (shape.name == "small").then_some(SMALL_MIN_RATIO);
-        for (case, ours) in [
-            ("sign", ours_sign(&shape, args.seconds)?),
-            (
-                "verify",
-                ours_verify(&shape, args.seconds, Verify::ReplayOn)?,
-            ),
-        ] {
-            let case = format!("{}/{case}", shape.name);
-            report.row(Row {
-                peer_per_s: Some(peer_figure(&peer, &case)?),
-                case,
-                peer: Some(who.clone()),
-                ours_per_s: ours,
-                min_ratio,
-            });
+    // Per case, (peer, ours) summed over the rounds. The two sides take turns and never run at
+    // the same time, so they never compete for the machine's cores.
+    let mut tallies: Vec<(String, Tally, Tally)> = Vec::new();
+    let per_round = args.seconds / f64::from(args.rounds);
+    for _ in 0..args.rounds {
+        let peer = python
+            .run_peer("bench_session.py", &["--seconds".into(), per_round.to_string()])
+            .context("jupyter_client Session benchmark")?;
+        for shape in shapes() {
+            for (case, ours) in [
+                ("sign", ours_sign(&shape, per_round)?),
+                ("verify", ours_verify(&shape, per_round, Verify::ReplayOn)?),
+            ] {
+                let case = format!("{}/{case}", shape.name);
+                let theirs = peer_tally(&peer, &case)?;
+                match tallies.iter_mut().find(|(c, _, _)| *c == case) {
+                    Some((_, p, o)) => {
+                        p.add(theirs);
+                        o.add(ours);
+                    }
+                    None => tallies.push((case, theirs, ours)),
+                }
+            }
         }
     }
-    let small = shapes()
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("no shapes"))?;
+    let who = format!("jupyter_client {}", python.jupyter_client);
+    for (case, peer, ours) in &tallies {
+        report.row(Row {
+            case: case.clone(),
+            peer: Some(who.clone()),
+            peer_per_s: Some(peer.per_s()),
+            ours_per_s: ours.per_s(),
+            min_ratio: case.starts_with("small/").then_some(SMALL_MIN_RATIO),
+        });
+    }
+    let small_verify = tallies
+        .iter()
+        .find(|(c, _, _)| c == "small/verify")
+        .map(|(_, _, ours)| ours.per_s())
+        .ok_or_else(|| anyhow!("no small/verify figure"))?;
     report.row(Row {
         case: "small/verify single core (replay on)".into(),
         peer: Some("target".into()),
         peer_per_s: Some(VERIFY_TARGET_PER_S),
-        ours_per_s: ours_verify(&small, args.seconds, Verify::ReplayOn)?,
+        ours_per_s: small_verify,
         min_ratio: Some(1.0),
     });
+    let small = shapes()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no shapes"))?;
     for (case, mode) in [
         ("small/verify, replay off (ours only)", Verify::ReplayOff),
         (
@@ -286,7 +358,7 @@ pub fn run(args: &Args, python: &Python, report: &mut Report) -> Result<()> {
             case: case.into(),
             peer: None,
             peer_per_s: None,
-            ours_per_s: ours_verify(&small, args.seconds, mode)?,
+            ours_per_s: ours_verify(&small, args.seconds, mode)?.per_s(),
             min_ratio: None,
         });
     }
