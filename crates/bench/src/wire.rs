@@ -302,7 +302,10 @@ pub fn run(args: &Args, python: &Python, report: &mut Report) -> Result<()> {
     let per_round = args.seconds / f64::from(args.rounds);
     for _ in 0..args.rounds {
         let peer = python
-            .run_peer("bench_session.py", &["--seconds".into(), per_round.to_string()])
+            .run_peer(
+                "bench_session.py",
+                &["--seconds".into(), per_round.to_string()],
+            )
             .context("jupyter_client Session benchmark")?;
         for shape in shapes() {
             for (case, ours) in [

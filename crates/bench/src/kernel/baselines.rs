@@ -12,7 +12,7 @@ use kernelgate_wire::{ConnectionInfo, Key, Message, Scheme, Session, SessionConf
 use kernelgate_zmq::{Context as ZmqContext, SocketType};
 use serde_json::{json, Value};
 
-use super::{time_rounds, Args, Stats};
+use super::{sample_rounds, stats, time_rounds, Args, Stats};
 
 /// A blocking DEALER that signs a fresh execute_request per round and waits for any reply (no
 /// verification), with an unread SUB on IOPub: our kernel's cost on top of the floor.
@@ -119,7 +119,7 @@ pub(super) fn floor(
     echo: Echo,
     args: &Args,
 ) -> Result<Stats> {
-    floor_with_iopub(request, reply, &[], echo, args)
+    floor_with_iopub(request, reply, &[], echo, args).map(stats)
 }
 
 /// What the echoing side of a floor sends: per request, the `before` IOPub messages, the reply
@@ -218,14 +218,15 @@ pub(crate) fn floor_echo_process() -> Result<()> {
 
 /// [`floor`] plus the request's IOPub traffic: before the reply the echoing side publishes the
 /// `before` messages (e.g. busy, execute_input, execute_result) on a PUB, after it an `idle`, to a
-/// SUB of this thread that nobody reads (as the `execute/` cases leave IOPub unread).
+/// SUB of this thread that nobody reads (as the `execute/` cases leave IOPub unread). Returns the
+/// round trips' times (us).
 pub(super) fn floor_with_iopub(
     request: (&str, &Value),
     reply: (&str, &Value),
     before: &[(&str, Value)],
     echo: Echo,
     args: &Args,
-) -> Result<Stats> {
+) -> Result<Vec<f64>> {
     let signer = Signer::new(
         Scheme::Sha256,
         &Key::new(b"kernelgate-bench-floor-key-0123456789"),
@@ -296,7 +297,7 @@ pub(super) fn floor_with_iopub(
     sub.connect(&pub_endpoint)?;
     let dealer = ctx.socket(SocketType::Dealer)?;
     dealer.connect(&endpoint)?;
-    let stats = time_rounds(args.rounds, args.warmup, || {
+    let samples = sample_rounds(args.rounds, args.warmup, || {
         dealer.send_multipart(&req_frames, false)?;
         let frames = dealer.recv_multipart(false)?;
         if frames.len() < 6 {
@@ -305,7 +306,7 @@ pub(super) fn floor_with_iopub(
         Ok(())
     })?;
     echo.join()?;
-    Ok(stats)
+    Ok(samples)
 }
 
 enum EchoSide {
