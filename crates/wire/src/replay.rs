@@ -58,9 +58,9 @@ impl Default for ReplayConfig {
         ReplayConfig {
             window: Duration::from_secs(60),
             clock_skew: Duration::from_secs(5),
-            // 24 bytes per entry plus the tree's half-empty nodes: 4M entries (about 200 MiB at worst)
-            // sustain ~60,000 messages per second per session over window + skew. Memory grows
-            // only with actual traffic.
+            // 24 bytes per entry plus the tree's half-empty nodes: 4M entries (about 200 MiB at
+            // worst) sustain ~60,000 messages per second per session over window + skew. Memory
+            // grows only with actual traffic.
             max_entries: 1 << 22,
             // A day: longer than any cell people queue others behind in practice.
             max_queue_wait: Duration::from_secs(24 * 60 * 60),
