@@ -1,6 +1,6 @@
 """The Python side of kernelgate-bench's `kernel` subcommand.
 
-Usage: bench_kernel.py --ours FILE [--rounds N] [--warmup N] [--starts N]
+Usage: bench_kernel.py --ours FILE [--rounds N] [--warmup N] [--starts N] [--blocks N]
 
 FILE is the connection file of our built-in kernel, already running. Prints JSON lines:
   {"case": "startup/ipykernel", "ms": median, "samples": [...]}   start_kernel -> first kernel_info reply
@@ -11,6 +11,12 @@ FILE is the connection file of our built-in kernel, already running. Prints JSON
   {"ipykernel": CONNECTION_FILE, "pid": PID}
 then keeps that ipykernel running until a line arrives on stdin (kernelgate-bench measures its own
 client against it meanwhile), shuts it down and prints {"done": true}.
+
+execute/jupyter_client->ipykernel is measured in --blocks blocks, each from a new client, and after
+each block the script prints {"turn": K, "ipykernel": CONNECTION_FILE} and waits for a line on
+stdin: kernelgate-bench measures a block of its own client against the same kernel meanwhile. Both
+clients then meet the kernel in the same states (ipykernel slows as its history grows) and the
+machine under the same load, and neither fills its unread IOPub queue.
 
 Round trips: BlockingKernelClient.execute("1+1", reply=True) (request -> execute_reply on shell)
 and kernel_info(reply=True), timed one by one with perf_counter after a warm-up. Percentiles are
@@ -35,7 +41,8 @@ def nearest_rank(sorted_samples, p):
     return sorted_samples[k - 1]
 
 
-def round_trips(kc, what, rounds, warmup):
+def samples_of(kc, what, rounds, warmup):
+    """Times of `rounds` round trips (us), after `warmup` untimed ones."""
     if what == "execute":
         def one():
             reply = kc.execute("1+1", reply=True, timeout=30)
@@ -50,9 +57,34 @@ def round_trips(kc, what, rounds, warmup):
         t0 = time.perf_counter()
         one()
         samples.append((time.perf_counter() - t0) * 1e6)
-    samples.sort()
+    return samples
+
+
+def summary(samples):
+    samples = sorted(samples)
     return {"median_us": nearest_rank(samples, 0.5), "p99_us": nearest_rank(samples, 0.99),
             "n": len(samples)}
+
+
+def round_trips(kc, what, rounds, warmup):
+    return summary(samples_of(kc, what, rounds, warmup))
+
+
+def execute_in_turns(km, args):
+    """execute round trips in blocks, each from a new client; our client's turn after each."""
+    samples = []
+    for block in range(args.blocks):
+        # Block sizes that add up to --rounds exactly.
+        n = args.rounds * (block + 1) // args.blocks - args.rounds * block // args.blocks
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        samples += samples_of(kc, "execute", n, max(20, args.warmup // args.blocks))
+        kc.stop_channels()
+        emit({"turn": block, "ipykernel": km.connection_file})
+        if not sys.stdin.readline():
+            raise SystemExit("kernelgate-bench went away during its turn")
+    return summary(samples)
 
 
 def vmrss_mib(pid, field="VmRSS:"):
@@ -81,6 +113,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--starts", type=int, default=3)
+    ap.add_argument("--blocks", type=int, default=10)
     args = ap.parse_args()
 
     # Startup: a few fresh kernels; the last one stays for the round trips.
@@ -94,8 +127,15 @@ def main():
     emit({"case": "startup/ipykernel", "ms": statistics.median(samples), "samples": samples})
     kc.wait_for_ready(timeout=60)
 
-    for what in ("execute", "kernel_info"):
-        emit(dict(case=f"{what}/jupyter_client->ipykernel", **round_trips(kc, what, args.rounds, args.warmup)))
+    # No subscriber of ours stays connected through the turns: it would read the other client's
+    # IOPub traffic in a thread of this process.
+    kc.stop_channels()
+    emit(dict(case="execute/jupyter_client->ipykernel", **execute_in_turns(km, args)))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    emit(dict(case="kernel_info/jupyter_client->ipykernel",
+              **round_trips(kc, "kernel_info", args.rounds, args.warmup)))
 
     ours = BlockingKernelClient()
     ours.load_connection_file(args.ours)

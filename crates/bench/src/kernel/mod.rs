@@ -6,7 +6,8 @@
 //!   `execute_request` / `execute_reply` (and of `kernel_info`), signed once beforehand: the
 //!   transport's cost alone, what no client/kernel pair can beat. `floor/execute` and
 //!   `execute/ours->ours`, the two the 2x target compares, are measured in alternating blocks,
-//!   each from new sockets (see [`BLOCKS`]).
+//!   each from new sockets (see [`BLOCKS`]); so are `execute/jupyter_client->ipykernel` and
+//!   `execute/ours->ipykernel`, against the same ipykernel, the Python peer and we taking turns.
 //! - `execute`: `execute_request "1+1"` -> `execute_reply` on shell, the IOPub traffic of the
 //!   request left to the SUB socket (as `BlockingKernelClient.execute(reply=True)` does);
 //!   `execute+idle` adds waiting for the request's IOPub `idle` (our `execute()`: outputs collected).
@@ -309,6 +310,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
             &args.warmup.to_string(),
         ])
         .args(["--starts", &args.starts.clamp(1, 3).to_string()])
+        .args(["--blocks", &BLOCKS.to_string()])
         .env("JUPYTER_RUNTIME_DIR", dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -317,11 +319,27 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         .context("starting python/peers/bench_kernel.py")?;
     let stdout = peer.stdout.take().ok_or_else(|| anyhow!("peer stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
+    let mut peer_stdin = peer.stdin.take();
     let mut ipykernel: Option<PathBuf> = None;
+    // Our client's execute round trips to ipykernel, block by block in the peer's turns.
+    let mut ipy_exec: Result<Vec<f64>> = Ok(Vec::new());
     for line in lines.by_ref() {
         let line = line?;
         let v: Value =
             serde_json::from_str(&line).with_context(|| format!("peer printed {line:?}"))?;
+        if v.get("turn").is_some() {
+            if let Ok(samples) = &mut ipy_exec {
+                match our_turn(&v, &execute, &block) {
+                    Ok(more) => samples.extend(more),
+                    Err(e) => ipy_exec = Err(e),
+                }
+            }
+            // Whatever happened, the peer goes on (and shuts its kernel down in the end).
+            if let Some(stdin) = peer_stdin.as_mut() {
+                writeln!(stdin, "go")?;
+            }
+            continue;
+        }
         if let Some(f) = v.get("ipykernel").and_then(Value::as_str) {
             ipykernel = Some(f.into());
             break;
@@ -332,17 +350,23 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         let status = peer.wait()?;
         bail!("the Python peer ended ({status}) before handing over its ipykernel");
     };
-    let ipy_result = (|| -> Result<Vec<Case>> {
+    let ipy_result = ipy_exec.and_then(|samples| {
         let mut c = connected(&ipy_file)?;
-        our_client_cases(&mut c, &ipy_file, "ipykernel", &execute, args, false).map_err(|e| {
-            // Whatever the client refused is part of the story of a failure.
-            e.context(format!(
-                "messages our client refused: {:?}",
-                c.inner().rejections()
-            ))
-        })
-    })();
-    if let Some(mut stdin) = peer.stdin.take() {
+        let mut out = vec![Case::latency("execute/ours->ipykernel", stats(samples))];
+        out.extend(
+            our_client_cases(&mut c, &ipy_file, "ipykernel", &execute, args, true).map_err(
+                |e| {
+                    // Whatever the client refused is part of the story of a failure.
+                    e.context(format!(
+                        "messages our client refused: {:?}",
+                        c.inner().rejections()
+                    ))
+                },
+            )?,
+        );
+        Ok(out)
+    });
+    if let Some(mut stdin) = peer_stdin.take() {
         let _ = writeln!(stdin, "done");
     }
     for line in lines {
@@ -436,6 +460,22 @@ fn connected(file: &Path) -> Result<BlockingKernelClient> {
     let mut c = BlockingKernelClient::from_file(file, ClientConfig::default())?;
     c.wait_for_ready(Duration::from_secs(30))?;
     Ok(c)
+}
+
+/// Our turn between two of the peer's blocks (its line `{"turn": K, "ipykernel": FILE}`): a
+/// block of execute round trips from a new client of that ipykernel.
+fn our_turn(line: &Value, execute: &Value, block: &Args) -> Result<Vec<f64>> {
+    let file = line
+        .get("ipykernel")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the peer's turn names no ipykernel: {line}"))?;
+    let mut c = connected(Path::new(file))?;
+    our_execute(&mut c, execute, block).map_err(|e| {
+        e.context(format!(
+            "our client -> ipykernel; messages it refused: {:?}",
+            c.inner().rejections()
+        ))
+    })
 }
 
 /// Round trip times (us) of `execute` -> execute_reply from our blocking client `c`.
