@@ -16,8 +16,10 @@
 //! exact. Traffic arrives roughly in date order, so each new entry lands at the recent end of the
 //! ordering, memory the previous message touched, and expired entries leave from the old end one
 //! at a time: a history of millions costs no cache miss per message (a hash table keyed by digest
-//! costs one, the digests being random) and no periodic walk over the whole table. The caller records a digest only after its signature verified, so a forgery can
-//! never poison the history of a genuine message.
+//! costs one, the digests being random) and no periodic walk over the whole table.
+//!
+//! The caller records a digest only after its signature verified, so a forgery can never poison
+//! the history of a genuine message.
 //!
 //! Freshness is judged by when a message reached its receiver, not by when the receiver read it.
 //! A kernel runs one cell at a time and reads the next request only afterwards: requests queued
