@@ -344,7 +344,10 @@ async fn run_process(
                         return Outcome::Died("adopted process is gone".into());
                     }
                 }
-                if ready {
+                // From the first kernel_info reply on, every channel is bound: a kernel that
+                // stops answering the heartbeat is hung, even before our IOPub subscription has
+                // joined (waiting for that too left a kernel that froze in between unwatched).
+                if answered_info {
                     if !answered {
                         misses += 1;
                         if misses >= cfg.heartbeat.max_misses {
