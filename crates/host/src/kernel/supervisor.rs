@@ -267,6 +267,12 @@ async fn run_process(
     let mut ping: u64 = 0;
     let mut answered = true;
     let mut misses = 0u32;
+    // Whether the kernel has ever answered a heartbeat. It is watched once it has, or once it
+    // answered kernel_info (all its channels are bound by then): before either it may still be
+    // starting (`ready_timeout` bounds that); after, a silence means the process is hung,
+    // whatever stage its start-up had reached. (Watching only once it was ready, IOPub joined
+    // too, left a kernel that froze while our readiness checks were under way unwatched.)
+    let mut heartbeat_seen = false;
     if adopted {
         kernel.apply(&Event::Ready);
     }
@@ -335,6 +341,7 @@ async fn run_process(
                     if frames.last().map(Vec::as_slice) == Some(ping.to_le_bytes().as_slice()) {
                         answered = true;
                         misses = 0;
+                        heartbeat_seen = true;
                     }
                 }
             }
@@ -344,20 +351,15 @@ async fn run_process(
                         return Outcome::Died("adopted process is gone".into());
                     }
                 }
-                // From the first kernel_info reply on, every channel is bound: a kernel that
-                // stops answering the heartbeat is hung, even before our IOPub subscription has
-                // joined (waiting for that too left a kernel that froze in between unwatched).
-                if answered_info {
-                    if !answered {
-                        misses += 1;
-                        if misses >= cfg.heartbeat.max_misses {
-                            return Outcome::Died(format!("no heartbeat for {misses} intervals (hung)"));
-                        }
+                if (heartbeat_seen || answered_info) && !answered {
+                    misses += 1;
+                    if misses >= cfg.heartbeat.max_misses {
+                        return Outcome::Died(format!("no heartbeat for {misses} intervals (hung)"));
                     }
-                    ping = ping.wrapping_add(1);
-                    answered = false;
-                    let _ = hb.send_multipart(&[Vec::new(), ping.to_le_bytes().to_vec()]).await;
                 }
+                ping = ping.wrapping_add(1);
+                answered = false;
+                let _ = hb.send_multipart(&[Vec::new(), ping.to_le_bytes().to_vec()]).await;
             }
             c = control_rx.recv() => {
                 match c {
