@@ -1,6 +1,6 @@
 //! A load-independent profile target for the small-message paths (run it under
 //! `valgrind --tool=callgrind` to count instructions):
-//! `hot_paths sign|verify|auth|prep|hmac|replay N [ROUNDS]`.
+//! `hot_paths sign|verify|raw|auth|prep|hmac|replay N [ROUNDS]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
