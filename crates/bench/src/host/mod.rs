@@ -19,10 +19,10 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use kernelgate_client::{BlockingKernelClient, Channel, ClientConfig};
+use kernelgate_client::{BlockingKernelClient, Channel};
 use serde_json::{json, Value};
 
 mod scale;
@@ -31,6 +31,7 @@ mod serve;
 use scale::scale;
 use serve::{Host, WsClient};
 
+use crate::kernel::connected;
 use crate::procs::{kernelgate_binary, start_builtin_kernel, Child};
 use crate::python::Python;
 
@@ -376,18 +377,12 @@ struct FloorClient {
     _kernel: Child,
 }
 
-fn ready_client(file: &Path) -> Result<BlockingKernelClient> {
-    let mut client = BlockingKernelClient::from_file(file, ClientConfig::default())?;
-    client.wait_for_ready(Duration::from_secs(30))?;
-    Ok(client)
-}
-
 impl FloorClient {
     fn start(bin: &Path, dir: &Path) -> Result<FloorClient> {
         let file = dir.join("floor.json");
         let kernel = start_builtin_kernel(bin, &file)?;
         Ok(FloorClient {
-            client: ready_client(&file)?,
+            client: connected(&file)?,
             file,
             execute: execute_content(),
             _kernel: kernel,
@@ -398,7 +393,7 @@ impl FloorClient {
     /// SUB queue fills after about 250 requests and the kernel then drops its IOPub messages,
     /// which makes its round trips cheaper than the WebSocket's, whose relay reads them all.
     fn renew(&mut self) -> Result<()> {
-        self.client = ready_client(&self.file)?;
+        self.client = connected(&self.file)?;
         Ok(())
     }
 

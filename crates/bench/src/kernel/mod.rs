@@ -279,9 +279,7 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
 
     // Our client -> our kernel.
     cases.push(Case::latency("execute/ours->ours", ours_exec));
-    cases.extend(our_client_cases(
-        &mut ours, &file, "ours", &execute, args, true,
-    )?);
+    cases.extend(our_client_cases(&file, "ours", args)?);
     // Where the time goes: each side against a minimal counterpart (sign/verify only, blocking).
     let info = ours.inner().connection_info().clone();
     let s = minimal_client(&info, &execute, args)?;
@@ -351,19 +349,8 @@ fn run_in(args: &Args, python: &Python, bin: &Path, dir: &Path, json_out: bool) 
         bail!("the Python peer ended ({status}) before handing over its ipykernel");
     };
     let ipy_result = ipy_exec.and_then(|samples| {
-        let mut c = connected(&ipy_file)?;
         let mut out = vec![Case::latency("execute/ours->ipykernel", stats(samples))];
-        out.extend(
-            our_client_cases(&mut c, &ipy_file, "ipykernel", &execute, args, true).map_err(
-                |e| {
-                    // Whatever the client refused is part of the story of a failure.
-                    e.context(format!(
-                        "messages our client refused: {:?}",
-                        c.inner().rejections()
-                    ))
-                },
-            )?,
-        );
+        out.extend(our_client_cases(&ipy_file, "ipykernel", args)?);
         Ok(out)
     });
     if let Some(mut stdin) = peer_stdin.take() {
@@ -456,7 +443,7 @@ fn finish(
 }
 
 /// Our blocking client of the kernel of connection file `file`, once the kernel is ready.
-fn connected(file: &Path) -> Result<BlockingKernelClient> {
+pub(crate) fn connected(file: &Path) -> Result<BlockingKernelClient> {
     let mut c = BlockingKernelClient::from_file(file, ClientConfig::default())?;
     c.wait_for_ready(Duration::from_secs(30))?;
     Ok(c)
@@ -470,9 +457,15 @@ fn our_turn(line: &Value, execute: &Value, block: &Args) -> Result<Vec<f64>> {
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("the peer's turn names no ipykernel: {line}"))?;
     let mut c = connected(Path::new(file))?;
-    our_execute(&mut c, execute, block).map_err(|e| {
+    let samples = our_execute(&mut c, execute, block);
+    with_refusals(&c, samples)
+}
+
+/// `r`, its error saying what client `c` refused: that is part of the story of a failure.
+fn with_refusals<T>(c: &BlockingKernelClient, r: Result<T>) -> Result<T> {
+    r.map_err(|e| {
         e.context(format!(
-            "our client -> ipykernel; messages it refused: {:?}",
+            "messages our client refused: {:?}",
             c.inner().rejections()
         ))
     })
@@ -486,26 +479,19 @@ fn our_execute(c: &mut BlockingKernelClient, execute: &Value, args: &Args) -> Re
     })
 }
 
-/// execute (unless `execute_measured`), execute+idle and kernel_info from our blocking client
-/// `c` of the kernel of `file`.
-fn our_client_cases(
-    c: &mut BlockingKernelClient,
-    file: &Path,
-    kernel: &str,
-    execute: &Value,
-    args: &Args,
-    execute_measured: bool,
-) -> Result<Vec<Case>> {
+/// execute+idle and kernel_info from a new blocking client of the kernel of `file` (execute is
+/// measured in blocks, taking turns: see [`BLOCKS`]). A new client, with an empty subscription:
+/// ipykernel's IOPub, once a subscriber fell thousands of messages behind, can stall for tens of
+/// seconds under load (jupyter_client sees the same; our kernel does not), dropping the idles
+/// execute+idle waits for.
+fn our_client_cases(file: &Path, kernel: &str, args: &Args) -> Result<Vec<Case>> {
+    let mut c = connected(file)?;
+    let cases = our_cases_of(&mut c, kernel, args);
+    with_refusals(&c, cases)
+}
+
+fn our_cases_of(c: &mut BlockingKernelClient, kernel: &str, args: &Args) -> Result<Vec<Case>> {
     let mut out = Vec::new();
-    if !execute_measured {
-        let s = stats(our_execute(c, execute, args)?);
-        out.push(Case::latency(&format!("execute/ours->{kernel}"), s));
-    }
-    // The loop above left thousands of IOPub messages unread. Draining them is not enough:
-    // ipykernel's IOPub, once its subscriber fell that far behind, can stall for tens of
-    // seconds under load (jupyter_client sees the same; our kernel does not), dropping the idles
-    // the next case waits for. A new client starts with an empty subscription instead.
-    *c = connected(file)?;
     let opts = ExecuteOptions::default();
     let s = time_rounds(args.rounds, args.warmup, || {
         let o = c.execute("1+1", &opts, &mut ())?;
