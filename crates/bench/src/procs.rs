@@ -132,7 +132,21 @@ pub fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
         "building {} (cargo build --release -p kernelgate -p kernelgate-kernel --bins) ...",
         bin.display()
     );
-    let status = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // `cargo run` gave this process the bench package's CARGO_PKG_* variables. The inner cargo
+    // compares the `env!` values recorded for kernelgate (its description, its version) with its
+    // own environment, finds them changed and relinks kernelgate with LTO, about a minute, on
+    // every run and again on the next plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
         .args(["build", "--release", "--quiet", "-p", "kernelgate", "-p"])
         .args(["kernelgate-kernel", "--bins"])
         .env("CARGO_TARGET_DIR", target)
