@@ -178,34 +178,35 @@ fn write_serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<()
 }
 
 /// Index of the first byte JSON escapes inside a string, the same set that ends a plain run when
-/// parsing: a quote, a backslash or a control character. Eight bytes at a time: a word with none
-/// of them is skipped whole, then the exact byte is found one at a time.
+/// parsing: a quote, a backslash or a control character. Eight bytes at a time, the tail padded
+/// with a harmless byte; within a word, the lowest flagged byte is the answer (see
+/// [`special_bits`]).
 pub(crate) fn special_at(bytes: &[u8]) -> Option<usize> {
     let mut words = bytes.chunks_exact(8);
     let mut skipped = 0;
     for chunk in &mut words {
-        if has_special(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) {
-            break;
+        let hits = special_bits(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+        if hits != 0 {
+            return Some(skipped + first_flagged(hits));
         }
         skipped += 8;
     }
-    let rest = bytes.get(skipped..)?;
-    if rest.len() < 8 {
-        // The tail, padded with a harmless byte, is one more word: most strings end clean.
-        let mut tail = [b'a'; 8];
-        tail.get_mut(..rest.len())?.copy_from_slice(rest);
-        if !has_special(u64::from_le_bytes(tail)) {
-            return None;
-        }
-    }
-    rest.iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|i| skipped + i)
+    let rest = words.remainder();
+    let mut tail = [b'a'; 8];
+    tail.get_mut(..rest.len())?.copy_from_slice(rest);
+    let hits = special_bits(u64::from_le_bytes(tail));
+    (hits != 0).then(|| skipped + first_flagged(hits))
 }
 
-/// Whether any byte of `w` may be a quote, a backslash or below 0x20. The classic "has a zero /
-/// small byte" tests may flag a byte above a true hit, never miss one: a clean word is clean.
-fn has_special(w: u64) -> bool {
+/// The index of the lowest byte whose high bit is set in `hits` (bytes are little-endian).
+fn first_flagged(hits: u64) -> usize {
+    (hits.trailing_zeros() / 8) as usize
+}
+
+/// The high bit of each byte of `w` that may be a quote, a backslash or below 0x20. These are the
+/// classic "has a zero / small byte" tests: a borrow can flag a byte above a true hit, never
+/// below one and never miss one, so the lowest flagged byte is always a true hit.
+fn special_bits(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let quote = w ^ (ONES * u64::from(b'"'));
@@ -213,7 +214,7 @@ fn has_special(w: u64) -> bool {
     let hits = (quote.wrapping_sub(ONES) & !quote)
         | (slash.wrapping_sub(ONES) & !slash)
         | (w.wrapping_sub(ONES * 0x20) & !w);
-    hits & HIGH != 0
+    hits & HIGH
 }
 
 #[cfg(test)]
@@ -256,6 +257,20 @@ mod tests {
             }
         }
         assert_eq!(special_at(b"  !#[]~\x7f "), None);
+    }
+
+    proptest::proptest! {
+        /// Any bytes, specials anywhere (borrows from one hit could flag the bytes above it).
+        #[test]
+        fn special_at_finds_the_first_of_any_bytes(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![proptest::num::u8::ANY, proptest::sample::select(vec![0u8, 1, b'"', b'\\', b'!', b'#', 0x20, 0x21, 0x5d])],
+                0..40,
+            )
+        ) {
+            let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            proptest::prop_assert_eq!(special_at(&bytes), naive);
+        }
     }
 
     #[test]
