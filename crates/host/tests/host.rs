@@ -412,6 +412,78 @@ async fn hung_kernel_is_detected_by_heartbeat() {
     h.stop().await;
 }
 
+/// A kernel that answers heartbeats but never kernel_info, then freezes, is found hung by its
+/// heartbeat, not left to the (here 60 s) start-up timeout. The "kernel" is a shell that copies
+/// its connection file for the test and sleeps; the test answers its heartbeat port itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_freezing_before_it_is_ready_is_detected_by_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let drop_box = dir.path().join("connection-files");
+    std::fs::create_dir(&drop_box).unwrap();
+    let mut c = config(dir.path());
+    let script = format!("cp \"$1\" {}/; exec sleep 600", drop_box.display());
+    c.add_specs(&spec_dir(
+        dir.path(),
+        "half-started",
+        json!(["sh", "-c", script, "sh", "{connection_file}"]),
+    ));
+    c.heartbeat.interval = Duration::from_millis(200);
+    c.heartbeat.max_misses = 3;
+    c.ready_timeout = Duration::from_secs(60);
+    c.post_wait = Duration::from_millis(100);
+    let h = TestHost::start_with(c, dir).await;
+    let (s, m) = h
+        .req("POST", "/api/kernels", Some(json!({"name": "half-started"})))
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let id = m["id"].as_str().unwrap().to_owned();
+
+    let deadline = std::time::Instant::now() + T;
+    let file = loop {
+        assert!(std::time::Instant::now() < deadline, "the kernel never started");
+        if let Some(f) = std::fs::read_dir(&drop_box).unwrap().flatten().next() {
+            break f.path();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await; // let `cp` finish
+    let info: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let hb_port = info["hb_port"].as_u64().unwrap();
+    // Answer pings for a second, then freeze (the socket closes: pings go unanswered).
+    tokio::task::spawn_blocking(move || {
+        let ctx = kernelgate_zmq::Context::new().unwrap();
+        let rep = ctx.socket(kernelgate_zmq::SocketType::Rep).unwrap();
+        rep.set_rcvtimeo(Some(Duration::from_millis(100))).unwrap();
+        rep.set_linger(Some(Duration::ZERO)).unwrap();
+        rep.bind(&format!("tcp://127.0.0.1:{hb_port}")).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        let mut answered = 0;
+        while std::time::Instant::now() < until {
+            if let Ok(ping) = rep.recv_multipart(false) {
+                rep.send_multipart(&ping, false).unwrap();
+                answered += 1;
+            }
+        }
+        assert!(answered >= 2, "the host sent {answered} pings in a second");
+    })
+    .await
+    .unwrap();
+
+    let frozen = std::time::Instant::now();
+    loop {
+        let (_, m) = h.req("GET", &format!("/api/kernels/{id}"), None).await;
+        if m["restarts"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            frozen.elapsed() < Duration::from_secs(10),
+            "no restart 10 s after the kernel froze: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_crash_readopts_and_stop_leaves_nothing() {
     use std::io::BufRead;
