@@ -394,6 +394,8 @@ async fn hung_kernel_is_detected_by_heartbeat() {
     c.heartbeat.max_misses = 3;
     let h = TestHost::start_with(c, dir).await;
     let id = h.start_kernel(None).await;
+    // Frozen before it is ready, it would be left to `ready_timeout` (60 s): not this test.
+    h.wait_idle(&id).await;
     let mut ws = ws_connect(&h.ws_url(&id, true), false, None).await.unwrap();
     let pid = h.host.shared.registry.get(&id).unwrap().pid().unwrap();
     nix::sys::signal::kill(

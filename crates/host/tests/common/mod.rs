@@ -120,6 +120,22 @@ impl TestHost {
         model["id"].as_str().unwrap().to_owned()
     }
 
+    /// Waits (at most [`T`]) until the kernel's model says idle.
+    pub async fn wait_idle(&self, kernel: &str) {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let (_, m) = self.req("GET", &format!("/api/kernels/{kernel}"), None).await;
+            if m["execution_state"] == "idle" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kernel not idle after {T:?}: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn ws_url(&self, kernel: &str, with_token: bool) -> String {
         let base = self.base.replacen("http", "ws", 1);
         let tok = if with_token {
