@@ -139,9 +139,14 @@ pub fn kernelgate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     // every run and again on the next plain `cargo build`.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_"]
-            .iter()
-            .any(|p| name.starts_with(p))
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
         {
             build.env_remove(name.as_ref());
         }

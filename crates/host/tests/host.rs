@@ -435,14 +435,21 @@ async fn kernel_freezing_before_it_is_ready_is_detected_by_heartbeat() {
     c.post_wait = Duration::from_millis(100);
     let h = TestHost::start_with(c, dir).await;
     let (s, m) = h
-        .req("POST", "/api/kernels", Some(json!({"name": "half-started"})))
+        .req(
+            "POST",
+            "/api/kernels",
+            Some(json!({"name": "half-started"})),
+        )
         .await;
     assert_eq!(s, 201, "{m}");
     let id = m["id"].as_str().unwrap().to_owned();
 
     let deadline = std::time::Instant::now() + T;
     let file = loop {
-        assert!(std::time::Instant::now() < deadline, "the kernel never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kernel never started"
+        );
         if let Some(f) = std::fs::read_dir(&drop_box).unwrap().flatten().next() {
             break f.path();
         }

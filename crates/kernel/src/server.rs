@@ -217,6 +217,12 @@ impl BoundKernel {
         &self.info
     }
 
+    /// The kernel's session. Its clones share the replay history, so embedding code can watch
+    /// it ([`Session::replay_history_len`]) while the kernel runs.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
     /// Runs the kernel until a shutdown request or `flags.shutdown`. Returns the counters of
     /// refused messages.
     pub fn run<K: Kernel>(

@@ -47,18 +47,32 @@ impl ShellLoop {
         // Whether requests were served since `when_idle` last ran, and when the last one was.
         let mut served = false;
         let mut last_served = Instant::now();
+        // Whether the last sweep of the replay history forgot nothing (a reader held it back):
+        // then the next message's admit sweeps, and the timer waits for it.
+        let mut sweep_stalled = false;
         while !self.flags.shutting_down() {
             if !try_first {
                 let idle_hook = self.when_idle.filter(|_| served);
-                let until_idle = IDLE_AFTER.saturating_sub(last_served.elapsed());
+                let until_idle =
+                    idle_hook.map(|_| IDLE_AFTER.saturating_sub(last_served.elapsed()));
+                let sweep_at = if sweep_stalled {
+                    None
+                } else {
+                    self.session.replay_next_sweep()
+                };
+                let until_sweep =
+                    sweep_at.map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default());
                 // The queue was empty when the wait began: whatever is read next arrived since.
                 self.reader.waiting();
-                let waited =
-                    wait_readable(&self.socket, &self.flags, idle_hook.map(|_| until_idle));
+                let timeout = until_idle.into_iter().chain(until_sweep).min();
+                let waited = wait_readable(&self.socket, &self.flags, timeout);
                 self.reader.caught_up();
                 match waited {
                     None => break,
                     Some(false) => {
+                        if sweep_at.is_some_and(|t| chrono::Utc::now() >= t) {
+                            sweep_stalled = !self.sweep_replay_history();
+                        }
                         // A tick (without the wake-up latch) may end the wait early.
                         if let Some(hook) =
                             idle_hook.filter(|_| last_served.elapsed() >= IDLE_AFTER)
@@ -68,7 +82,7 @@ impl ShellLoop {
                         }
                         continue;
                     }
-                    Some(true) => {}
+                    Some(true) => sweep_stalled = false,
                 }
             }
             match receive(
@@ -88,6 +102,21 @@ impl ShellLoop {
                 Received::Empty => try_first = false,
             }
         }
+    }
+
+    /// Forgets the replay history's expired digests while the kernel receives nothing: a kernel
+    /// gone quiet after a burst would otherwise keep the burst's digests (about 40 bytes each)
+    /// until its next message. Gives the memory back (`when_idle`) when it forgot any; whether
+    /// it did.
+    fn sweep_replay_history(&self) -> bool {
+        let forgotten = self.session.forget_expired();
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "replay history swept while idle");
+            if let Some(hook) = self.when_idle {
+                hook();
+            }
+        }
+        forgotten > 0
     }
 
     /// Serves one request between busy and idle (an execute_request queued behind a failed cell

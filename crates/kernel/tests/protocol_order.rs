@@ -1,12 +1,14 @@
 //! The order a client sees a request's messages in, now that busy and execute_input are held
 //! back and sent with the outputs: busy, execute_input, outputs, execute_result, idle on IOPub;
-//! and a long cell still shows busy while it runs.
+//! a long cell still shows busy while it runs; and what the shell loop does while it waits.
 
 use std::time::{Duration, Instant};
 
 use kernelgate_kernel::rhai::{RhaiKernel, RhaiLimits};
 use kernelgate_kernel::{BoundKernel, Flags, KernelOptions};
-use kernelgate_wire::{Channel, ConnectionInfo, Message, Session, SessionConfig, Transport};
+use kernelgate_wire::{
+    Channel, ConnectionInfo, Message, ReplayConfig, Session, SessionConfig, Transport,
+};
 use kernelgate_zmq::{poll, Context, PollEvents, PollItem, Socket, SocketType};
 use serde_json::{json, Value};
 
@@ -77,7 +79,11 @@ fn start_kernel(
     ctx: &Context,
     options: KernelOptions,
 ) -> Result<(ConnectionInfo, Flags, KernelThread), Box<dyn std::error::Error>> {
-    let bound = BoundKernel::bind(ctx, options)?;
+    Ok(run_kernel(BoundKernel::bind(ctx, options)?))
+}
+
+/// Runs a bound kernel on a thread of its own, as [`start_kernel`] does.
+fn run_kernel(bound: BoundKernel) -> (ConnectionInfo, Flags, KernelThread) {
     let info = bound.connection_info().clone();
     let flags = Flags::default();
     let run_flags = flags.clone();
@@ -87,7 +93,7 @@ fn start_kernel(
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
-    Ok((info, flags, kernel))
+    (info, flags, kernel)
 }
 
 fn execute(code: &str) -> Value {
@@ -269,6 +275,42 @@ fn requests_queued_behind_a_cell_longer_than_the_window_are_served() -> TestResu
         .ok_or("the request queued behind the long cell was never answered")?;
     assert_eq!(queued_reply.content.get("status"), Some(&json!("ok")));
 
+    flags.request_shutdown();
+    kernel.join().map_err(|_| "kernel thread panicked")??;
+    Ok(())
+}
+
+/// A kernel gone quiet forgets expired replay digests without waiting for its next message.
+#[test]
+fn a_quiet_kernel_forgets_expired_replay_digests() -> TestResult {
+    let ctx = Context::new()?;
+    let mut options = KernelOptions::new(ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?);
+    options.session.replay = Some(ReplayConfig {
+        window: Duration::from_secs(1),
+        clock_skew: Duration::from_millis(100),
+        ..ReplayConfig::default()
+    });
+    let bound = BoundKernel::bind(&ctx, options)?;
+    let history = bound.session().clone();
+    let (info, flags, kernel) = run_kernel(bound);
+    let client = Client::connect(&ctx, &info)?;
+    for _ in 0..20 {
+        let id = client.send("kernel_info_request", json!({}))?;
+        client
+            .reply(&id, Duration::from_secs(20))
+            .ok_or("no kernel_info_reply")?;
+    }
+    assert!(history.replay_history_len() >= 20);
+    // Each expires a second after its date; the sweep follows within a sixteenth of that.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while history.replay_history_len() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} digests left 10 s after the last message",
+            history.replay_history_len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     flags.request_shutdown();
     kernel.join().map_err(|_| "kernel thread panicked")??;
     Ok(())

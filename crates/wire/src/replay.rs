@@ -279,10 +279,23 @@ impl ReplayGuard {
         }
     }
 
-    /// Drops digests whose messages can no longer pass the freshness check.
-    pub fn forget_expired(&mut self, now: DateTime<Utc>) {
+    /// Drops digests whose messages can no longer pass the freshness check; how many.
+    pub fn forget_expired(&mut self, now: DateTime<Utc>) -> usize {
         let now = self.tick(now);
+        let before = self.seen.len();
         self.sweep(now);
+        before - self.seen.len()
+    }
+
+    /// When a holder that receives nothing should call [`ReplayGuard::forget_expired`]: once the
+    /// oldest entry has expired, and no sooner than a sixteenth of the window after `now`, so
+    /// that a burst's entries leave in a few batches, not one wake-up each. `None` when the
+    /// history is empty. (Each admit sweeps too: this is for a session gone quiet, which would
+    /// otherwise keep a burst's digests until its next message.)
+    pub fn next_sweep(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let expired = self.seen.first()?.expiry_us.saturating_add(1);
+        let soonest = now.timestamp_micros().saturating_add(self.window_us / 16);
+        DateTime::from_timestamp_micros(expired.max(soonest))
     }
 
     /// The clock a sweep may judge by: no receiver will judge a message by an earlier one.
@@ -393,6 +406,34 @@ mod tests {
         // Each leaves the history once its own date has expired, not before.
         g.forget_expired(t0 + TimeDelta::milliseconds(10_001) + TimeDelta::microseconds(1));
         assert_eq!(g.len(), 2);
+    }
+
+    #[test]
+    fn a_quiet_history_is_swept_when_its_oldest_entry_expires_in_batches() {
+        // Whole microseconds, the guard's resolution, so times compare exactly.
+        let t0 = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+        let mut g = guard(10, t0);
+        assert_eq!(g.next_sweep(t0), None);
+        let ms = |n: i64| t0 + TimeDelta::milliseconds(n);
+        for (n, date) in (1u8..).zip([0, 1, 2000]) {
+            g.admit(digest(n), ms(date), ms(date)).unwrap();
+        }
+        // The window is 10 s: the oldest may go 1 us after date + 10 s.
+        let first = g.next_sweep(ms(2000)).unwrap();
+        assert_eq!(first, ms(10_000) + TimeDelta::microseconds(1));
+        assert_eq!(g.forget_expired(first), 1);
+        // The next has expired by then too, but waits a sixteenth of the window (625 ms).
+        assert_eq!(
+            g.next_sweep(first),
+            Some(first + TimeDelta::milliseconds(625))
+        );
+        assert_eq!(g.forget_expired(first + TimeDelta::milliseconds(625)), 1);
+        assert_eq!(
+            g.next_sweep(ms(10_625)),
+            Some(ms(12_000) + TimeDelta::microseconds(1))
+        );
+        assert_eq!(g.forget_expired(ms(12_001)), 1);
+        assert_eq!(g.next_sweep(ms(12_001)), None);
     }
 
     #[test]

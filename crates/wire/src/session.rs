@@ -319,6 +319,19 @@ impl Session {
         .to_frames()
     }
 
+    /// See [`ReplayGuard::next_sweep`]; `None` also when replay protection is off.
+    pub fn replay_next_sweep(&self) -> Option<DateTime<Utc>> {
+        lock(self.replay.as_ref()?).next_sweep(Utc::now())
+    }
+
+    /// Forgets the replay history's expired digests now (see [`Session::replay_next_sweep`]);
+    /// how many were forgotten.
+    pub fn forget_expired(&self) -> usize {
+        self.replay
+            .as_ref()
+            .map_or(0, |g| lock(g).forget_expired(Utc::now()))
+    }
+
     /// Number of digests in the replay history (0 when replay protection is off).
     pub fn replay_history_len(&self) -> usize {
         match &self.replay {

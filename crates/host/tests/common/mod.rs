@@ -124,7 +124,9 @@ impl TestHost {
     pub async fn wait_idle(&self, kernel: &str) {
         let deadline = std::time::Instant::now() + T;
         loop {
-            let (_, m) = self.req("GET", &format!("/api/kernels/{kernel}"), None).await;
+            let (_, m) = self
+                .req("GET", &format!("/api/kernels/{kernel}"), None)
+                .await;
             if m["execution_state"] == "idle" {
                 return;
             }
