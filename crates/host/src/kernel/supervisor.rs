@@ -346,6 +346,9 @@ async fn run_process(
                 }
             }
             _ = tick.tick() => {
+                // A kernel gone quiet after a burst of output would otherwise leave the burst's
+                // digests in the IOPub history until its next message.
+                session.forget_expired();
                 if let Proc::Adopted { pid, start_time } = proc {
                     if !provision::process_alive(*pid) || (start_time.is_some() && provision::process_start_time(*pid) != *start_time) {
                         return Outcome::Died("adopted process is gone".into());
