@@ -423,11 +423,12 @@ async fn kernel_freezing_before_it_is_ready_is_detected_by_heartbeat() {
     let drop_box = dir.path().join("connection-files");
     std::fs::create_dir(&drop_box).unwrap();
     let mut c = config(dir.path());
-    let script = format!("cp \"$1\" {}/; exec sleep 600", drop_box.display());
+    // Copied, then renamed: the test never reads a half-written file.
+    let script = "cp \"$1\" \"$0/.part\" && mv \"$0/.part\" \"$0/connection.json\"; exec sleep 600";
     c.add_specs(&spec_dir(
         dir.path(),
         "half-started",
-        json!(["sh", "-c", script, "sh", "{connection_file}"]),
+        json!(["sh", "-c", script, drop_box, "{connection_file}"]),
     ));
     c.heartbeat.interval = Duration::from_millis(200);
     c.heartbeat.max_misses = 3;
@@ -450,12 +451,12 @@ async fn kernel_freezing_before_it_is_ready_is_detected_by_heartbeat() {
             std::time::Instant::now() < deadline,
             "the kernel never started"
         );
-        if let Some(f) = std::fs::read_dir(&drop_box).unwrap().flatten().next() {
-            break f.path();
+        let f = drop_box.join("connection.json");
+        if f.exists() {
+            break f;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    tokio::time::sleep(Duration::from_millis(50)).await; // let `cp` finish
     let info: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let hb_port = info["hb_port"].as_u64().unwrap();
     // Answer pings for a second, then freeze (the socket closes: pings go unanswered).

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::handler::KernelInfo;
 use crate::io::{Flags, Publisher};
 use crate::server::{kernel_info_reply, receive, send_reply, wait_readable, Received};
+use crate::sweep::ReplaySweep;
 use kernelgate_wire::Rejections;
 
 pub(crate) struct ControlLoop {
@@ -24,8 +25,14 @@ pub(crate) struct ControlLoop {
 
 impl ControlLoop {
     pub(crate) fn run(self) {
-        while let Some(ready) = wait_readable(&self.socket, &self.flags, None) {
+        let mut sweep = ReplaySweep::default();
+        loop {
+            let timeout = sweep.timeout(&self.session);
+            let Some(ready) = wait_readable(&self.socket, &self.flags, timeout) else {
+                break;
+            };
             if !ready {
+                sweep.after_wait(&self.session);
                 continue;
             }
             let Received::Message(msg) = receive(

@@ -17,6 +17,7 @@ pub mod rhai;
 mod server;
 mod shell;
 pub mod standalone;
+mod sweep;
 
 pub use handler::{Completeness, Completion, Kernel, KernelInfo, MimeBundle, Outcome};
 pub use io::{ExecContext, Flags, InputError};

@@ -18,7 +18,12 @@ use crate::handler::{Completeness, Kernel, KernelInfo, Outcome};
 use crate::history::History;
 use crate::io::{ExecContext, Flags, Publisher, Stdin};
 use crate::server::{kernel_info_reply, receive, wait_readable, Received, IDLE_AFTER};
+use crate::sweep::ReplaySweep;
 use kernelgate_wire::Rejections;
+
+/// Digests forgotten by one idle sweep that make it worth calling `when_idle` (at 24 bytes and
+/// the tree's nodes each, a few hundred KiB).
+const GIVE_BACK_AFTER: usize = 10_000;
 
 pub(crate) struct ShellLoop {
     pub(crate) socket: Socket,
@@ -47,42 +52,36 @@ impl ShellLoop {
         // Whether requests were served since `when_idle` last ran, and when the last one was.
         let mut served = false;
         let mut last_served = Instant::now();
-        // Whether the last sweep of the replay history forgot nothing (a reader held it back):
-        // then the next message's admit sweeps, and the timer waits for it.
-        let mut sweep_stalled = false;
+        let mut sweep = ReplaySweep::default();
         while !self.flags.shutting_down() {
             if !try_first {
                 let idle_hook = self.when_idle.filter(|_| served);
                 let until_idle =
                     idle_hook.map(|_| IDLE_AFTER.saturating_sub(last_served.elapsed()));
-                let sweep_at = if sweep_stalled {
-                    None
-                } else {
-                    self.session.replay_next_sweep()
-                };
-                let until_sweep =
-                    sweep_at.map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default());
+                let timeout = until_idle
+                    .into_iter()
+                    .chain(sweep.timeout(&self.session))
+                    .min();
                 // The queue was empty when the wait began: whatever is read next arrived since.
                 self.reader.waiting();
-                let timeout = until_idle.into_iter().chain(until_sweep).min();
                 let waited = wait_readable(&self.socket, &self.flags, timeout);
                 self.reader.caught_up();
                 match waited {
                     None => break,
                     Some(false) => {
-                        if sweep_at.is_some_and(|t| chrono::Utc::now() >= t) {
-                            sweep_stalled = !self.sweep_replay_history();
-                        }
+                        let forgotten = sweep.after_wait(&self.session);
                         // A tick (without the wake-up latch) may end the wait early.
-                        if let Some(hook) =
-                            idle_hook.filter(|_| last_served.elapsed() >= IDLE_AFTER)
-                        {
+                        let idle = idle_hook.filter(|_| last_served.elapsed() >= IDLE_AFTER);
+                        // A burst's digests are worth giving back; a few are not worth the
+                        // page faults the next request pays after the hook.
+                        let burst_gone = self.when_idle.filter(|_| forgotten >= GIVE_BACK_AFTER);
+                        if let Some(hook) = idle.or(burst_gone) {
                             hook();
                             served = false;
                         }
                         continue;
                     }
-                    Some(true) => sweep_stalled = false,
+                    Some(true) => {}
                 }
             }
             match receive(
@@ -102,21 +101,6 @@ impl ShellLoop {
                 Received::Empty => try_first = false,
             }
         }
-    }
-
-    /// Forgets the replay history's expired digests while the kernel receives nothing: a kernel
-    /// gone quiet after a burst would otherwise keep the burst's digests (about 40 bytes each)
-    /// until its next message. Gives the memory back (`when_idle`) when it forgot any; whether
-    /// it did.
-    fn sweep_replay_history(&self) -> bool {
-        let forgotten = self.session.forget_expired();
-        if forgotten > 0 {
-            tracing::debug!(forgotten, "replay history swept while idle");
-            if let Some(hook) = self.when_idle {
-                hook();
-            }
-        }
-        forgotten > 0
     }
 
     /// Serves one request between busy and idle (an execute_request queued behind a failed cell

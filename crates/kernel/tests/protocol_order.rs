@@ -286,7 +286,7 @@ fn a_quiet_kernel_forgets_expired_replay_digests() -> TestResult {
     let ctx = Context::new()?;
     let mut options = KernelOptions::new(ConnectionInfo::generate(Transport::Tcp, "127.0.0.1")?);
     options.session.replay = Some(ReplayConfig {
-        window: Duration::from_secs(1),
+        window: Duration::from_secs(3),
         clock_skew: Duration::from_millis(100),
         ..ReplayConfig::default()
     });
@@ -300,13 +300,13 @@ fn a_quiet_kernel_forgets_expired_replay_digests() -> TestResult {
             .reply(&id, Duration::from_secs(20))
             .ok_or("no kernel_info_reply")?;
     }
-    assert!(history.replay_history_len() >= 20);
-    // Each expires a second after its date; the sweep follows within a sixteenth of that.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    assert!(history.replay_history_len() > 0);
+    // Each expires 3 s after its date; the sweep follows within a sixteenth of that.
+    let deadline = Instant::now() + Duration::from_secs(15);
     while history.replay_history_len() > 0 {
         assert!(
             Instant::now() < deadline,
-            "{} digests left 10 s after the last message",
+            "{} digests left 15 s after the last message",
             history.replay_history_len()
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -288,13 +288,15 @@ impl ReplayGuard {
     }
 
     /// When a holder that receives nothing should call [`ReplayGuard::forget_expired`]: once the
-    /// oldest entry has expired, and no sooner than a sixteenth of the window after `now`, so
-    /// that a burst's entries leave in a few batches, not one wake-up each. `None` when the
+    /// oldest entry has expired, and no sooner than a sixteenth of the window (at least 1 ms)
+    /// after `now`, so that a burst's entries leave in a few batches, not one wake-up each, and
+    /// a sweep that could forget nothing is not retried at once. `None` when the
     /// history is empty. (Each admit sweeps too: this is for a session gone quiet, which would
     /// otherwise keep a burst's digests until its next message.)
     pub fn next_sweep(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let expired = self.seen.first()?.expiry_us.saturating_add(1);
-        let soonest = now.timestamp_micros().saturating_add(self.window_us / 16);
+        let spacing = (self.window_us / 16).max(1000);
+        let soonest = now.timestamp_micros().saturating_add(spacing);
         DateTime::from_timestamp_micros(expired.max(soonest))
     }
 
