@@ -122,17 +122,30 @@ impl TestHost {
 
     /// Waits (at most [`T`]) until the kernel's model says idle.
     pub async fn wait_idle(&self, kernel: &str) {
-        let deadline = std::time::Instant::now() + T;
+        self.wait_model(kernel, T, "idle", |m| m["execution_state"] == "idle")
+            .await;
+    }
+
+    /// Waits (at most `within`) until the kernel's model satisfies `done`; `what` names the
+    /// condition when it fails.
+    pub async fn wait_model(
+        &self,
+        kernel: &str,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + within;
         loop {
             let (_, m) = self
                 .req("GET", &format!("/api/kernels/{kernel}"), None)
                 .await;
-            if m["execution_state"] == "idle" {
+            if done(&m) {
                 return;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "kernel not idle after {T:?}: {m}"
+                "kernel not {what} after {within:?}: {m}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
