@@ -54,6 +54,13 @@ pub struct ServeArgs {
     /// hundreds together does not make every one of them slow.
     #[arg(long, value_name = "N")]
     max_starting: Option<usize>,
+    /// HTTP connections open at once, WebSockets included; past it new connections are closed
+    /// at once (each holds a file descriptor, which kernels need too).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    header_timeout: f64,
     /// Restarts in a row before a dying kernel is declared dead (0 disables auto-restart).
     #[arg(long, default_value_t = 5)]
     restart_limit: u32,
@@ -130,6 +137,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.max_starting {
         config.max_starting = n.max(1);
     }
+    config.max_connections = args.max_connections.max(1);
+    config.header_read_timeout = secs(args.header_timeout).max(Duration::from_millis(100));
     config.restart.enabled = args.restart_limit > 0;
     config.restart.limit = args.restart_limit;
     config.heartbeat.interval = secs(args.hb_interval).max(Duration::from_millis(100));

@@ -77,9 +77,11 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         if n == 0 {
             return Some(out);
         }
-        let data = rest.get(line_end + 2..line_end + 2 + n)?;
-        out.extend_from_slice(data);
-        rest = rest.get(line_end + 2 + n + 2..)?;
+        // The size comes from the server: no arithmetic on it may overflow.
+        let start = line_end.checked_add(2)?;
+        let end = start.checked_add(n)?;
+        out.extend_from_slice(rest.get(start..end)?);
+        rest = rest.get(end.checked_add(2)?..)?;
     }
 }
 
@@ -95,5 +97,8 @@ mod tests {
         );
         assert_eq!(dechunk(b"3\r\nab"), None);
         assert_eq!(dechunk(b"3\r\nabc\r\n"), None);
+        // A size near usize::MAX is refused, not overflowed.
+        assert_eq!(dechunk(b"ffffffffffffffff\r\nabc\r\n0\r\n\r\n"), None);
+        assert_eq!(dechunk(b"fffffffffffffffe\r\nabc\r\n0\r\n\r\n"), None);
     }
 }

@@ -112,6 +112,10 @@ pub struct HostConfig {
     /// Kernels launched at once; more wait their turn. Starting a thousand kernels at once
     /// on a few cores makes every one of them slow to answer, so none is ready for long.
     pub max_starting: usize,
+    /// HTTP connections open at once (WebSockets included); past it new ones are closed.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers before its connection is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl HostConfig {
@@ -141,6 +145,8 @@ impl HostConfig {
             ws_max_message: 64 << 20,
             origins: OriginPolicy::default(),
             max_starting: default_max_starting(),
+            max_connections: 4096,
+            header_read_timeout: api::listen::HEADER_READ_TIMEOUT,
         }
     }
 
@@ -233,25 +239,15 @@ impl Host {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let server = api::listen::server(
+            listener.into_std()?,
+            self.acceptor(),
+            self.shared.config.header_read_timeout,
+        )?;
         let app = self
             .router()
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let closing = self.shared.closing.clone();
-        let signal = async move {
-            shutdown.await;
-            closing.send_replace(true);
-        };
-        // Without TCP_NODELAY a multi-frame WebSocket reply waits for the client's delayed ACK
-        // (about 40 ms per round trip on Linux).
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("TCP_NODELAY: {e}");
-                }
-            });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
+        server.handle(self.on_shutdown(shutdown)).serve(app).await?;
         self.shutdown().await;
         Ok(())
     }
@@ -265,21 +261,41 @@ impl Host {
         keyfile: &std::path::Path,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let server = api::tls_server(listener, certfile, keyfile).await?;
+        let server = api::tls_server(
+            listener,
+            certfile,
+            keyfile,
+            self.acceptor(),
+            self.shared.config.header_read_timeout,
+        )
+        .await?;
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        server.handle(self.on_shutdown(shutdown)).serve(app).await?;
+        self.shutdown().await;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> api::listen::CappedAcceptor {
+        api::listen::CappedAcceptor::new(self.shared.config.max_connections)
+    }
+
+    /// A handle that shuts the server down gracefully once `shutdown` resolves.
+    fn on_shutdown(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> axum_server::Handle {
         let handle = axum_server::Handle::new();
         let h = handle.clone();
         let closing = self.shared.closing.clone();
         tokio::spawn(async move {
             shutdown.await;
+            // WebSocket loops end on this; graceful shutdown then waits for requests in flight.
             closing.send_replace(true);
             h.graceful_shutdown(Some(Duration::from_secs(5)));
         });
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        server.handle(handle).serve(app).await?;
-        self.shutdown().await;
-        Ok(())
+        handle
     }
 
     /// Shuts every kernel down and removes the state file.

@@ -99,9 +99,20 @@ pub async fn shutdown_kernel(host: &Arc<HostShared>, id: &str) -> bool {
     let Some(k) = host.registry.get(id) else {
         return false;
     };
-    let (tx, rx) = oneshot::channel();
-    if k.control(Control::Shutdown(tx)).await.is_ok() {
-        let _ = rx.await;
+    // The supervisor escalates to SIGKILL within its waits; a supervisor still launching reads
+    // the command afterwards. Past this bound the kernel is removed anyway (its supervisor
+    // still shuts it down when it gets to the command).
+    let waits = &host.config.shutdown;
+    let bound = host.config.post_wait + waits.request_wait + waits.term_wait;
+    let shut = tokio::time::timeout(bound, async {
+        let (tx, rx) = oneshot::channel();
+        if k.control(Control::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    })
+    .await;
+    if shut.is_err() {
+        tracing::warn!(kernel = %id, "kernel shutdown not confirmed in time; removed anyway");
     }
     host.registry.remove(id);
     host.state_changed();

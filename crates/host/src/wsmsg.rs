@@ -180,7 +180,10 @@ pub fn complete_header(
         .get("date")
         .and_then(Value::as_str)
         .and_then(|d| kernelgate_wire::message::parse_date(d).ok())
-        .is_some_and(|d| (now - d).abs() <= max_skew);
+        // Never dated ahead of now by more than a second: kernels refuse messages from more
+        // than their clock skew (5 s) in the future, and a fast browser clock must not make
+        // every message vanish.
+        .is_some_and(|d| now - d <= max_skew && d - now <= chrono::Duration::seconds(1));
     if !fresh {
         header.insert(
             "date".into(),
@@ -309,6 +312,23 @@ mod tests {
         assert_eq!(old["date"].as_str(), Some(d.as_str()));
         complete_header(&mut h, "other", now, chrono::Duration::seconds(30));
         assert_eq!(h["session"], "sess");
+        // A date from a clock running ahead is replaced (kernels would refuse it), one a
+        // moment ahead kept.
+        let ahead = |secs: i64| {
+            let mut f = h.clone();
+            let date = now + chrono::Duration::seconds(secs);
+            f.insert(
+                "date".into(),
+                kernelgate_wire::message::format_date(date).into(),
+            );
+            complete_header(&mut f, "sess", now, chrono::Duration::seconds(30));
+            f["date"].as_str().unwrap_or("").to_owned()
+        };
+        assert_eq!(ahead(10), d);
+        assert_eq!(
+            ahead(-10),
+            kernelgate_wire::message::format_date(now - chrono::Duration::seconds(10))
+        );
     }
 
     fn kernel_message(buffers: Vec<Vec<u8>>) -> RawMessage {

@@ -579,3 +579,98 @@ async fn host_crash_readopts_and_stop_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "no connection file left: {left:?}");
 }
+
+/// Reads until the server closes the connection (EOF or reset), failing after `within`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Whether `GET /api` on a new connection to `addr` is answered 200 (false when the connection
+/// is closed first).
+async fn answers_200(addr: &str, token: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let req = format!(
+        "GET /api HTTP/1.1\r\nHost: {addr}\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n"
+    );
+    if tcp.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response)).await;
+    matches!(read, Ok(Ok(_))) && response.starts_with(b"HTTP/1.1 200")
+}
+
+/// Slowloris: a client that never finishes its request headers is cut off at the deadline,
+/// before any token is checked, and the host keeps answering others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_request_headers_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let host = TestHost::start(|c| c.header_read_timeout = Duration::from_millis(500)).await;
+    let addr = host.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).await,
+        "a connection with unfinished headers stays open"
+    );
+    let (status, _) = host.req("GET", "/api", None).await;
+    assert_eq!(status, 200);
+    host.stop().await;
+}
+
+/// Past `max_connections` a new connection is closed at once; when one closes, its place is
+/// free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_closed() {
+    let host = TestHost::start(|c| c.max_connections = 2).await;
+    let addr = host.base.trim_start_matches("http://").to_owned();
+    let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // The host has accepted both once a third connection is refused; accepting is asynchronous,
+    // so try a few times (each attempt is closed at once when over the limit).
+    let mut refused = false;
+    for _ in 0..50 {
+        let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if closed_within(&mut third, Duration::from_millis(200)).await {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "a third connection was kept open with a limit of 2"
+    );
+    assert!(
+        !closed_within(&mut second, Duration::from_millis(300)).await,
+        "an admitted connection was closed"
+    );
+    drop(first);
+    drop(second);
+    // The host notices the closes asynchronously: a request may still be turned away.
+    let mut ok = false;
+    for _ in 0..50 {
+        if answers_200(&addr, &host.token).await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "no place freed after two connections closed");
+    host.stop().await;
+}

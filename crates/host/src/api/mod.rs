@@ -1,5 +1,6 @@
 //! The HTTP API: routes, the auth + Origin middleware, JSON errors.
 
+pub mod listen;
 pub mod rest;
 pub mod ws;
 
@@ -11,12 +12,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use serde_json::json;
 
 use crate::auth::{self, AuthOutcome};
 use crate::HostShared;
+use listen::CappedAcceptor;
 
 /// A JSON error like Jupyter Server's: `{"message": ..., "reason": ...}`.
 #[derive(Debug)]
@@ -78,20 +79,22 @@ pub fn router(host: Arc<HostShared>) -> Router {
 }
 
 /// The TLS server of `kernelgate serve --certfile/--keyfile` on `listener` (rustls with the ring
-/// provider; a PEM certificate chain and private key). Each accepted connection gets
-/// TCP_NODELAY before its handshake, as on the plain-HTTP path: without it every reply made of
-/// several TLS records (a WebSocket execute) waits for the client's delayed ACK, about 40 ms.
-/// Serve with `.handle(..).serve(make_service)`.
+/// provider; a PEM certificate chain and private key), its connections capped by `acceptor`
+/// before their handshake (which rustls gives 10 s). Serve with `.handle(..).serve(make_service)`.
 pub async fn tls_server(
     listener: std::net::TcpListener,
     certfile: &std::path::Path,
     keyfile: &std::path::Path,
-) -> std::io::Result<axum_server::Server<RustlsAcceptor<NoDelayAcceptor>>> {
+    acceptor: CappedAcceptor,
+    header_read_timeout: std::time::Duration,
+) -> std::io::Result<axum_server::Server<RustlsAcceptor<CappedAcceptor>>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = RustlsConfig::from_pem_file(certfile, keyfile).await?;
-    listener.set_nonblocking(true)?;
-    let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
-    Ok(axum_server::from_tcp(listener).acceptor(acceptor))
+    listen::server(
+        listener,
+        RustlsAcceptor::new(tls).acceptor(acceptor),
+        header_read_timeout,
+    )
 }
 
 /// Every route: the Origin must be allowed, and the token right. Nothing about the token is

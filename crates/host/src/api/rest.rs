@@ -233,19 +233,25 @@ pub async fn interrupt_kernel(
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let k = find(&host, &id)?;
-    let (tx, rx) = oneshot::channel();
-    k.control(Control::Interrupt(tx))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
-    match rx.await {
-        Ok(Ok(())) => Ok(StatusCode::NO_CONTENT),
-        Ok(Err(e)) => Err(ApiError::new(
+    // A supervisor busy launching reads its commands only afterwards: bounded like restart.
+    let interrupted = tokio::time::timeout(host.config.post_wait, async {
+        let (tx, rx) = oneshot::channel();
+        k.control(Control::Interrupt(tx))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+        rx.await
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "interrupt failed"))
+    })
+    .await
+    .map_err(|_| {
+        tracing::warn!(kernel = %id, "interrupt not handled in time");
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "interrupt not handled in time")
+    })??;
+    match interrupted {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("interrupt failed: {e}"),
-        )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "interrupt failed",
         )),
     }
 }

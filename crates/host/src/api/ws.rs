@@ -30,6 +30,8 @@ const PENDING_MAX: usize = 64;
 const MAX_ERRORS: u32 = 1000;
 /// Most messages written to the client in one flush.
 const BATCH_MAX: usize = 64;
+/// How long a message to the kernel may wait for room in its queue (a thousand messages).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A message (or a socket error) from one of a connection's kernel sockets.
 type Received = (Channel, kernelgate_zmq::Result<Vec<Vec<u8>>>);
@@ -328,8 +330,15 @@ impl Connection {
             _ => &mut s.shell,
         };
         self.kernel.touch();
-        if let Err(e) = sock.send_multipart(&frames).await {
-            tracing::warn!(kernel = %self.kernel.id, "sending to the kernel: {e}");
+        // A kernel whose queue is full (behind a long cell, or hung) must not stall this
+        // connection's IOPub and shutdown: past the deadline the message is dropped.
+        match tokio::time::timeout(SEND_TIMEOUT, sock.send_multipart(&frames)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(kernel = %self.kernel.id, "sending to the kernel: {e}"),
+            Err(_) => tracing::warn!(
+                kernel = %self.kernel.id,
+                "kernel not taking messages; dropped a client message"
+            ),
         }
     }
 }
