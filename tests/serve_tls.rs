@@ -253,7 +253,7 @@ fn tls_server_sets_nodelay_on_accepted_connections() {
         let host = kernelgate_host::Host::new(config, token);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let acceptor = kernelgate_host::api::listen::CappedAcceptor::new(16);
+        let acceptor = kernelgate_host::api::listen::CappedAcceptor::new(16, Default::default());
         let timeout = kernelgate_host::api::listen::HEADER_READ_TIMEOUT;
         let server = kernelgate_host::api::tls_server(listener, &cert, &key, acceptor, timeout)
             .await

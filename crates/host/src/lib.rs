@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod lifecycle;
 pub mod process;
 pub mod provision;
+pub mod refusals;
 pub mod registry;
 pub mod sandbox;
 pub mod state;
@@ -180,6 +181,8 @@ pub struct HostShared {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Permits to launch a kernel, held until it is ready ([`HostConfig::max_starting`]).
     pub starting: Arc<tokio::sync::Semaphore>,
+    /// Requests and connections turned away before reaching a route.
+    pub refusals: Arc<refusals::HttpRefusals>,
     state_dirty: Notify,
 }
 
@@ -208,6 +211,7 @@ impl Host {
             registry: Registry::default(),
             pool: ContextPool::default(),
             closing: tokio::sync::watch::channel(false).0,
+            refusals: Arc::default(),
             state_dirty: Notify::new(),
         });
         tokio::spawn(registry::state_writer(shared.clone()));
@@ -278,7 +282,10 @@ impl Host {
     }
 
     fn acceptor(&self) -> api::listen::CappedAcceptor {
-        api::listen::CappedAcceptor::new(self.shared.config.max_connections)
+        api::listen::CappedAcceptor::new(
+            self.shared.config.max_connections,
+            self.shared.refusals.clone(),
+        )
     }
 
     /// A handle that shuts the server down gracefully once `shutdown` resolves.

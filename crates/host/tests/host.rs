@@ -110,6 +110,14 @@ async fn auth_is_required_everywhere() {
     assert!(ws_connect(&h.ws_url(&id, true), false, Some(&h.base))
         .await
         .is_ok());
+    // Every refusal above was counted by kind.
+    let (status, body) = h.req("GET", "/api/status", None).await;
+    assert_eq!(status, 200);
+    let refused = &body["refused"]["requests"];
+    assert_eq!(refused["no_token"], 12, "{body}");
+    assert_eq!(refused["wrong_token"], 8, "{body}");
+    assert_eq!(refused["origin_not_allowed"], 1, "{body}");
+    assert_eq!(refused["connection_limit"], 0, "{body}");
     h.stop().await;
 }
 
@@ -672,5 +680,11 @@ async fn connections_past_the_limit_are_closed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "no place freed after two connections closed");
+    let (_, body) = host.req("GET", "/api/status", None).await;
+    let counted = body["refused"]["requests"]["connection_limit"].as_u64();
+    assert!(
+        counted >= Some(1),
+        "the refused connection was not counted: {body}"
+    );
     host.stop().await;
 }

@@ -42,6 +42,6 @@ pub use kernelspec::{InterruptMode, KernelSpec};
 pub use limits::Limits;
 pub use message::{Channel, Header, Message, PROTOCOL_VERSION};
 pub use raw::RawMessage;
-pub use rejections::Rejections;
+pub use rejections::{LogGate, Rejections};
 pub use replay::{ReaderId, ReplayConfig, ReplayGuard};
 pub use session::{decode_unverified, Authentic, Reader, Session, SessionConfig, Verified};

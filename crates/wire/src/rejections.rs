@@ -11,20 +11,40 @@ use crate::error::ErrorKind;
 /// At most one log line per interval; the refusals in between are summarised in the next line.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Lets through at most one log line per [`LOG_INTERVAL`], counting the ones held back.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    last_log: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl LogGate {
+    /// `Some(n)` when a line may be logged now, `n` being the lines held back since the
+    /// previous one; `None` while the gate is shut.
+    pub fn open(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// Per-kind counters of refused messages, shareable between threads.
 #[derive(Debug)]
 pub struct Rejections {
     counts: [AtomicU64; ErrorKind::ALL.len()],
-    last_log: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
+    gate: LogGate,
 }
 
 impl Default for Rejections {
     fn default() -> Self {
         Rejections {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            last_log: Mutex::new(None),
-            suppressed: AtomicU64::new(0),
+            gate: LogGate::default(),
         }
     }
 }
@@ -36,14 +56,7 @@ impl Rejections {
         if let Some(c) = self.counts.get(kind.index()) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let now = Instant::now();
-        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *last = Some(now);
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
+        self.gate.open()
     }
 
     /// How many messages of `kind` were refused.

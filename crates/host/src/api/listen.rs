@@ -9,7 +9,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,6 +18,8 @@ use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::refusals::{HttpRefusal, HttpRefusals};
 
 /// How long a client has by default to send a request's headers (hyper's own default).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,40 +45,23 @@ pub(crate) fn server<A>(
 #[derive(Debug, Clone)]
 pub struct CappedAcceptor {
     permits: Arc<Semaphore>,
-    max: usize,
-    /// When a refusal was last logged (seconds since the epoch): at most one line a second.
-    last_logged: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
+    refusals: Arc<HttpRefusals>,
 }
 
 impl CappedAcceptor {
-    /// At most `max` (at least 1) connections open at once.
-    pub fn new(max: usize) -> CappedAcceptor {
+    /// At most `max` (at least 1) connections open at once; those turned away are counted in
+    /// `refusals`.
+    pub fn new(max: usize, refusals: Arc<HttpRefusals>) -> CappedAcceptor {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         CappedAcceptor {
             permits: Arc::new(Semaphore::new(max)),
-            max,
-            last_logged: Arc::new(AtomicU64::new(0)),
-            refused: Arc::new(AtomicU64::new(0)),
+            refusals,
         }
-    }
-
-    /// Connections closed so far because the limit was reached.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
     }
 
     fn admit(&self, stream: TcpStream) -> io::Result<Capped> {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            let now = chrono::Utc::now().timestamp().unsigned_abs();
-            if self.last_logged.swap(now, Ordering::Relaxed) != now {
-                tracing::warn!(
-                    max = self.max,
-                    refused,
-                    "connection limit reached; closing new connections"
-                );
-            }
+            self.refusals.record(HttpRefusal::ConnectionLimit, "");
             return Err(io::Error::other("connection limit reached"));
         };
         stream.set_nodelay(true)?;

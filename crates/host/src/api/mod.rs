@@ -16,6 +16,7 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use serde_json::json;
 
 use crate::auth::{self, AuthOutcome};
+use crate::refusals::HttpRefusal;
 use crate::HostShared;
 use listen::CappedAcceptor;
 
@@ -104,7 +105,8 @@ async fn guard(State(host): State<Arc<HostShared>>, req: Request, next: Next) ->
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !host.config.origins.allows(origin, host_header) {
-        tracing::warn!(path = %req.uri().path(), origin = ?origin, "refused: origin not allowed");
+        host.refusals
+            .record(HttpRefusal::BadOrigin, req.uri().path());
         return ApiError::new(StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let authz = headers
@@ -113,11 +115,12 @@ async fn guard(State(host): State<Arc<HostShared>>, req: Request, next: Next) ->
     match auth::check(&host.token, authz, req.uri().query()) {
         AuthOutcome::Ok => next.run(req).await,
         AuthOutcome::Missing => {
-            tracing::warn!(path = %req.uri().path(), "refused: no token");
+            host.refusals.record(HttpRefusal::NoToken, req.uri().path());
             ApiError::new(StatusCode::UNAUTHORIZED, "token required").into_response()
         }
         AuthOutcome::Wrong => {
-            tracing::warn!(path = %req.uri().path(), "refused: wrong token");
+            host.refusals
+                .record(HttpRefusal::WrongToken, req.uri().path());
             ApiError::new(StatusCode::FORBIDDEN, "invalid token").into_response()
         }
     }

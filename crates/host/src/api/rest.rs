@@ -55,6 +55,11 @@ pub async fn status(State(host): Shared) -> Json<Value> {
         "last_activity": last.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "started": true,
         "sandbox": sandbox_status(&host),
+        // Not in Jupyter Server's model: what the host turned away, by kind.
+        "refused": {
+            "requests": host.refusals.to_json(),
+            "messages": crate::refusals::messages_json(kernels.iter().map(|k| k.rejections())),
+        },
     }))
 }
 

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::SinkExt;
 use kernelgate_wire::websocket::V1_SUBPROTOCOL;
-use kernelgate_wire::{Channel, Session};
+use kernelgate_wire::{Channel, LogGate, Session};
 use kernelgate_zmq::{AsyncSocket, SocketType};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
@@ -138,6 +138,8 @@ struct Connection {
     sockets: Option<Sockets>,
     pending: VecDeque<Incoming>,
     errors: u32,
+    /// Refused client messages are logged at most once a second.
+    log_gate: LogGate,
 }
 
 impl Connection {
@@ -156,6 +158,7 @@ impl Connection {
             sockets: None,
             pending: VecDeque::new(),
             errors: 0,
+            log_gate: LogGate::default(),
         }
     }
 
@@ -197,7 +200,9 @@ impl Connection {
                         Ok(msg) => self.forward(msg).await,
                         Err(e) => {
                             self.errors += 1;
-                            tracing::warn!(kernel = %self.kernel.id, "refused a websocket message: {e}");
+                            if let Some(suppressed) = self.log_gate.open() {
+                                tracing::warn!(kernel = %self.kernel.id, refused = self.errors, suppressed_since_last_log = suppressed, "refused a websocket message: {e}");
+                            }
                             if self.errors > MAX_ERRORS {
                                 tracing::warn!(kernel = %self.kernel.id, "too many bad messages; closing the websocket");
                                 break;
@@ -260,7 +265,8 @@ impl Connection {
                 Some(wsmsg::encode(channel, &msg, self.protocol))
             }
             Err(e) => {
-                tracing::warn!(kernel = %self.kernel.id, error = %e, "refused a kernel reply");
+                let (rejections, id) = (self.kernel.rejections(), &self.kernel.id);
+                crate::refusals::record_message(rejections, id, "a kernel reply", &e);
                 None
             }
         }

@@ -81,6 +81,7 @@ pub struct ManagedKernel {
     control_tx: mpsc::Sender<Control>,
     connections: AtomicUsize,
     header_session: Session,
+    rejections: kernelgate_wire::Rejections,
 }
 
 /// A process found alive from a previous host run.
@@ -131,6 +132,7 @@ impl ManagedKernel {
             iopub_tx,
             control_tx,
             connections: AtomicUsize::new(0),
+            rejections: kernelgate_wire::Rejections::default(),
             header_session: Session::new(
                 kernelgate_wire::Signer::unauthenticated(),
                 kernelgate_wire::SessionConfig {
@@ -191,6 +193,11 @@ impl ManagedKernel {
                 sandbox: m.sandbox.clone(),
             })
         })
+    }
+
+    /// Messages from this kernel (IOPub, replies to WebSocket clients) the host refused.
+    pub fn rejections(&self) -> &kernelgate_wire::Rejections {
+        &self.rejections
     }
 
     /// Open WebSocket connections.

@@ -331,7 +331,7 @@ async fn run_process(
                             kernel.touch();
                             let _ = kernel.iopub_tx.send(Arc::new(Broadcast { channel: Channel::IoPub, msg }));
                         }
-                        Err(e) => tracing::warn!(kernel = %kernel.id, error = %e, "refused an iopub message"),
+                        Err(e) => crate::refusals::record_message(kernel.rejections(), &kernel.id, "an iopub message", &e),
                     },
                     Err(e) => return Outcome::Died(format!("iopub socket: {e}")),
                 }
