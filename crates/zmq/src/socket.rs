@@ -74,8 +74,11 @@ impl SocketType {
     }
 }
 
-/// Caps on one received multipart message, checked while receiving so an oversized
-/// message is discarded frame by frame instead of being stored.
+/// Caps on one received multipart message, checked while this side reads it, so an oversized
+/// message is discarded frame by frame instead of being collected. libzmq itself queues a
+/// multipart message whole before the first frame can be read (each frame within
+/// `ZMQ_MAXMSGSIZE`): these caps bound what we keep, not what libzmq buffers (see
+/// docs/SECURITY.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvLimits {
     /// Maximum frames in one message.
