@@ -106,6 +106,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             bail!("refusing to listen beyond loopback without TLS; give --certfile/--keyfile or --insecure-http");
         }
     }
+    match kernelgate_host::raise_open_files_limit() {
+        Ok(n) if n < 4096 => eprintln!(
+            "kernelgate: warning: only {n} open files allowed (ulimit -n); \
+             fewer kernels and connections fit"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("kernelgate: warning: cannot read the open files limit: {e}"),
+    }
     let rt = kernelgate_host::tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -313,3 +313,38 @@ impl Host {
         }
     }
 }
+
+/// Most open files the host asks for: each WebSocket connection costs 7 descriptors (its TCP
+/// connection, and an eventfd and a TCP connection for each of its three ZeroMQ sockets) and each
+/// kernel a few more. Not more: kernels inherit the limit, and a sandboxed kernel's subprocesses,
+/// which cannot list `/proc/self/fd`, close descriptors one by one up to it.
+const OPEN_FILES_WANTED: u64 = 65_536;
+
+/// Raises the soft limit on open files towards [`OPEN_FILES_WANTED`] (within the hard limit).
+/// Returns the limit in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    let want = OPEN_FILES_WANTED.min(hard);
+    if soft >= want {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard).map_err(std::io::Error::from)?;
+    Ok(want)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn open_files_limit_is_raised_within_the_hard_limit() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let raised = super::raise_open_files_limit().ok();
+        let limits = getrlimit(Resource::RLIMIT_NOFILE).ok();
+        let (Some(n), Some((soft, hard))) = (raised, limits) else {
+            unreachable!("getrlimit failed");
+        };
+        assert_eq!(soft, n);
+        assert!(n <= hard);
+        assert!(n >= super::OPEN_FILES_WANTED.min(hard));
+    }
+}

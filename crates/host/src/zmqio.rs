@@ -9,9 +9,14 @@ use kernelgate_wire::{Channel, ConnectionInfo, Message, Session, SessionConfig};
 use kernelgate_zmq::{AsyncSocket, Context, SocketType};
 use serde_json::Value;
 
-/// Kernels per libzmq context: each kernel holds 2 sockets, each WebSocket connection 3, and
-/// libzmq's default limit is 1023 sockets per context.
+/// Kernels per libzmq context (each context has its own I/O thread).
 const KERNELS_PER_CONTEXT: usize = 128;
+
+/// Sockets per context: each kernel holds 2 and each WebSocket connection 3, so libzmq's default
+/// of 1023 would let 300 connections to one context's kernels make every later socket of those
+/// kernels (a restart, another connection) fail. This fits the host's default cap of 4,096
+/// connections all on one context's kernels; libzmq reserves a pointer per slot (128 KiB).
+const SOCKETS_PER_CONTEXT: i32 = 16_384;
 
 /// The longest wait before reconnecting to a kernel's port.
 const RECONNECT_MAX: Duration = Duration::from_millis(50);
@@ -30,7 +35,9 @@ impl ContextPool {
         let idx = n / KERNELS_PER_CONTEXT;
         let mut v = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
         while v.len() <= idx {
-            v.push(Context::new()?);
+            let ctx = Context::new()?;
+            ctx.set_max_sockets(SOCKETS_PER_CONTEXT)?;
+            v.push(ctx);
         }
         v.get(idx)
             .cloned()

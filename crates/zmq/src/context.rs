@@ -7,6 +7,7 @@ use crate::ffi::RawContext;
 use crate::socket::{Socket, SocketConfig, SocketType};
 
 const ZMQ_IO_THREADS: i32 = 1;
+const ZMQ_MAX_SOCKETS: i32 = 2;
 
 /// A libzmq context. Cheap to clone (Arc-backed); terminated when the last clone and the
 /// last socket created from it are dropped (sockets hold a clone, so termination never
@@ -44,6 +45,12 @@ impl Context {
     /// Sets the number of I/O threads; takes effect only before the first socket is created.
     pub fn set_io_threads(&self, n: i32) -> Result<()> {
         self.raw.set(ZMQ_IO_THREADS, n.max(1))
+    }
+
+    /// Sets how many sockets the context may hold (libzmq's default: 1023); takes effect only
+    /// before the first socket is created.
+    pub fn set_max_sockets(&self, n: i32) -> Result<()> {
+        self.raw.set(ZMQ_MAX_SOCKETS, n.max(1))
     }
 
     /// The settings new sockets start with.

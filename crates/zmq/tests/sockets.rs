@@ -196,3 +196,17 @@ fn bad_arguments_are_errors() {
 fn libc_eaddrinuse() -> i32 {
     98 // Linux EADDRINUSE
 }
+
+/// The host raises libzmq's socket limit per context: the setting must take effect.
+#[test]
+fn max_sockets_limits_the_context() {
+    let ctx = Context::new().unwrap();
+    ctx.set_max_sockets(2).unwrap();
+    let a = ctx.socket(SocketType::Dealer).unwrap();
+    let b = ctx.socket(SocketType::Dealer).unwrap();
+    assert!(
+        ctx.socket(SocketType::Dealer).is_err(),
+        "a third socket in a context limited to two"
+    );
+    drop((a, b));
+}
