@@ -1,6 +1,7 @@
 //! What the host refuses, counted and logged at most once a second (per counter set), so that
 //! neither an unauthenticated client nor code inside a kernel can flood the host's log. Logged
-//! are the kind, the path or kernel id and the totals: never a token, a key or message bytes.
+//! are the kind, the kernel id and the totals: never a token, a key or message bytes, and never a
+//! request's path (a token pasted into a URL path would land in the log).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,7 +49,7 @@ pub struct HttpRefusals {
 
 impl HttpRefusals {
     /// Counts a refusal and logs it unless the log rate limit is reached.
-    pub fn record(&self, kind: HttpRefusal, path: &str) {
+    pub fn record(&self, kind: HttpRefusal) {
         let total = self
             .counts
             .get(kind as usize)
@@ -56,7 +57,6 @@ impl HttpRefusals {
         if let Some(suppressed) = self.gate.open() {
             tracing::warn!(
                 kind = kind.code(),
-                path,
                 total,
                 suppressed_since_last_log = suppressed,
                 "refused a request"
@@ -121,9 +121,9 @@ mod tests {
     #[test]
     fn counts_each_kind() {
         let r = HttpRefusals::default();
-        r.record(HttpRefusal::WrongToken, "/api");
-        r.record(HttpRefusal::WrongToken, "/api");
-        r.record(HttpRefusal::BadOrigin, "/api");
+        r.record(HttpRefusal::WrongToken);
+        r.record(HttpRefusal::WrongToken);
+        r.record(HttpRefusal::BadOrigin);
         assert_eq!(r.count(HttpRefusal::WrongToken), 2);
         assert_eq!(r.to_json().get("origin_not_allowed"), Some(&json!(1)));
         assert_eq!(r.to_json().get("no_token"), Some(&json!(0)));

@@ -61,7 +61,7 @@ impl CappedAcceptor {
 
     fn admit(&self, stream: TcpStream) -> io::Result<Capped> {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.refusals.record(HttpRefusal::ConnectionLimit, "");
+            self.refusals.record(HttpRefusal::ConnectionLimit);
             return Err(io::Error::other("connection limit reached"));
         };
         stream.set_nodelay(true)?;

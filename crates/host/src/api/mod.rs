@@ -99,14 +99,13 @@ pub async fn tls_server(
 }
 
 /// Every route: the Origin must be allowed, and the token right. Nothing about the token is
-/// logged; refusals are logged with the path only.
+/// logged; refusals are counted and logged by kind only (a path may hold a pasted token).
 async fn guard(State(host): State<Arc<HostShared>>, req: Request, next: Next) -> Response {
     let headers: &HeaderMap = req.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !host.config.origins.allows(origin, host_header) {
-        host.refusals
-            .record(HttpRefusal::BadOrigin, req.uri().path());
+        host.refusals.record(HttpRefusal::BadOrigin);
         return ApiError::new(StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let authz = headers
@@ -115,12 +114,11 @@ async fn guard(State(host): State<Arc<HostShared>>, req: Request, next: Next) ->
     match auth::check(&host.token, authz, req.uri().query()) {
         AuthOutcome::Ok => next.run(req).await,
         AuthOutcome::Missing => {
-            host.refusals.record(HttpRefusal::NoToken, req.uri().path());
+            host.refusals.record(HttpRefusal::NoToken);
             ApiError::new(StatusCode::UNAUTHORIZED, "token required").into_response()
         }
         AuthOutcome::Wrong => {
-            host.refusals
-                .record(HttpRefusal::WrongToken, req.uri().path());
+            host.refusals.record(HttpRefusal::WrongToken);
             ApiError::new(StatusCode::FORBIDDEN, "invalid token").into_response()
         }
     }
