@@ -248,9 +248,7 @@ impl Host {
             self.acceptor(),
             self.shared.config.header_read_timeout,
         )?;
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = self.make_service();
         server.handle(self.on_shutdown(shutdown)).serve(app).await?;
         self.shutdown().await;
         Ok(())
@@ -273,12 +271,21 @@ impl Host {
             self.shared.config.header_read_timeout,
         )
         .await?;
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = self.make_service();
         server.handle(self.on_shutdown(shutdown)).serve(app).await?;
         self.shutdown().await;
         Ok(())
+    }
+
+    /// The API as a service that knows each connection's peer address.
+    fn make_service(
+        &self,
+    ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
+        axum::Router,
+        std::net::SocketAddr,
+    > {
+        self.router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>()
     }
 
     fn acceptor(&self) -> api::listen::CappedAcceptor {
@@ -340,11 +347,10 @@ mod tests {
         use nix::sys::resource::{getrlimit, Resource};
         let raised = super::raise_open_files_limit().ok();
         let limits = getrlimit(Resource::RLIMIT_NOFILE).ok();
-        let (Some(n), Some((soft, hard))) = (raised, limits) else {
-            unreachable!("getrlimit failed");
-        };
-        assert_eq!(soft, n);
-        assert!(n <= hard);
-        assert!(n >= super::OPEN_FILES_WANTED.min(hard));
+        assert!(raised.is_some(), "getrlimit failed");
+        assert_eq!(raised, limits.map(|(soft, _)| soft));
+        let hard = limits.map_or(0, |(_, hard)| hard);
+        assert!(raised <= Some(hard));
+        assert!(raised >= Some(super::OPEN_FILES_WANTED.min(hard)));
     }
 }
