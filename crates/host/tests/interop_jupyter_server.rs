@@ -1,9 +1,8 @@
 //! Test of record: jupyter_server 2.x with `--gateway-url` pointing at kernelgate starts kernels
 //! through its own API, and cells executed over jupyter_server's WebSocket run on our host (the
 //! built-in kernel and ipykernel). Needs the project's venv (jupyter_server, ipykernel,
-//! websocket-client): `KERNELGATE_VENV` or /work/main/.venv style `<repo>/.venv`. Ignored by
-//! default because it needs Python; run with `cargo test -p kernelgate-host --test
-//! interop_jupyter_server -- --ignored`. It fails (never skips) when the venv is missing.
+//! websocket-client): `KERNELGATE_VENV`, else `<repo>/.venv` (`scripts/setup-venv` makes it).
+//! It runs with the other tests and fails (never skips) when the venv is missing.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -56,7 +55,7 @@ async fn jupyter_server_gateway_runs_cells_on_kernelgate() {
         .unwrap()
         .port();
     let jtok = "interop-token-0123456789abcdef0123456789";
-    let mut js = std::process::Command::new(venv.join("bin/jupyter-server"))
+    let _js = KillOnDrop(std::process::Command::new(venv.join("bin/jupyter-server"))
         .args(["--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--gateway-url={}", h.base))
@@ -68,7 +67,7 @@ async fn jupyter_server_gateway_runs_cells_on_kernelgate() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap());
     let jbase = format!("http://127.0.0.1:{port}");
     let auth = format!("token {jtok}");
     let mut up = false;
@@ -131,7 +130,5 @@ async fn jupyter_server_gateway_runs_cells_on_kernelgate() {
         .await;
         assert_eq!(s, 204);
     }
-    let _ = js.kill();
-    let _ = js.wait();
     h.stop().await;
 }

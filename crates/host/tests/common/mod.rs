@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -418,4 +419,30 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
         }
     }
     out
+}
+
+/// A kernelspec directory `root/kernels/NAME` with this argv, as the host loads specs.
+pub fn spec_dir(
+    root: &std::path::Path,
+    name: &str,
+    argv: Value,
+) -> BTreeMap<String, std::path::PathBuf> {
+    let d = root.join("kernels").join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("kernel.json"),
+        json!({"argv": argv, "display_name": name, "language": "sh"}).to_string(),
+    )
+    .unwrap();
+    BTreeMap::from([(name.to_owned(), d)])
+}
+
+/// A child process killed and reaped when the test ends, also when an assertion fails first.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,0 +1,117 @@
+//! Host integration tests: the WebSocket in both protocols, several clients, bad input.
+//! Needs the `kernelgate` binary: `cargo build --bin kernelgate` first.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+async fn ws_execute(v1: bool) {
+    let h = TestHost::start(|_| {}).await;
+    let id = h.start_kernel(None).await;
+    let mut a = ws_connect(&h.ws_url(&id, true), v1, None).await.unwrap();
+    let mut b = ws_connect(&h.ws_url(&id, true), v1, None).await.unwrap();
+    let (out, result, status) = execute(&mut a, v1, "print(\"hello\"); 6 * 7").await;
+    assert_eq!(
+        (out.as_str(), result.as_str(), status.as_str()),
+        ("hello\n", "42", "ok")
+    );
+    // The second client saw the first one's output on iopub.
+    let mut saw = false;
+    while let Some((ch, m, _)) = recv(&mut b, v1, Duration::from_secs(2)).await {
+        if ch == "iopub" && m["header"]["msg_type"] == "stream" && m["content"]["text"] == "hello\n"
+        {
+            saw = true;
+            break;
+        }
+    }
+    assert!(saw, "iopub is broadcast to every connection");
+    // Its own requests get its own replies.
+    let (_, result, _) = execute(&mut b, v1, "1 + 1").await;
+    assert_eq!(result, "2");
+    // A message with binary buffers is decoded, signed and forwarded (the kernel answers it).
+    let bufs = vec![vec![0u8, 1, 2, 255], Vec::new(), vec![7; 10_000]];
+    let mid = send(&mut a, v1, "shell", "kernel_info_request", json!({}), &bufs).await;
+    let mut ok = false;
+    while let Some((ch, m, _)) = recv(&mut a, v1, T).await {
+        if ch == "shell" && m["parent_header"]["msg_id"] == mid.as_str() {
+            assert_eq!(m["header"]["msg_type"], "kernel_info_reply");
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok);
+    let (s, m) = h.req("GET", &format!("/api/kernels/{id}"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(m["connections"], 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_legacy_protocol() {
+    ws_execute(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_v1_protocol() {
+    ws_execute(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_bad_input_is_survived() {
+    let h = TestHost::start(|c| c.ws_max_message = 1 << 20).await;
+    let id = h.start_kernel(None).await;
+    let mut ws = ws_connect(&h.ws_url(&id, true), false, None).await.unwrap();
+    let mut other = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+    let hdr = header("execute_request");
+    let bad = [
+        WsMessage::Text("{not json".into()),
+        WsMessage::Text("[]".into()),
+        WsMessage::Text(json!({"channel": "nope", "header": hdr}).to_string().into()),
+        WsMessage::Text(
+            json!({"channel": "iopub", "header": hdr})
+                .to_string()
+                .into(),
+        ),
+        WsMessage::Text(json!({"channel": "hb", "header": hdr}).to_string().into()),
+        WsMessage::Text(json!({"channel": "shell"}).to_string().into()),
+        WsMessage::Text(
+            json!({"channel": "shell", "header": {"msg_id": "x"}})
+                .to_string()
+                .into(),
+        ),
+        WsMessage::Text(
+            json!({"channel": "shell", "header": hdr, "content": "str"})
+                .to_string()
+                .into(),
+        ),
+        WsMessage::Binary(vec![0xff; 100].into()),
+        WsMessage::Binary(Vec::new().into()),
+        WsMessage::Binary(vec![0, 0, 0, 1, 0, 0, 0, 200].into()),
+    ];
+    for m in bad {
+        ws.send(m).await.unwrap();
+    }
+    let (_, r, _) = execute(&mut ws, false, "3 + 4").await;
+    assert_eq!(r, "7", "connection still works after bad input");
+    // Oversized: that connection is closed, the other is unaffected.
+    let _ = ws.send(WsMessage::Text("x".repeat(2 << 20).into())).await;
+    let closed = recv(&mut ws, false, Duration::from_secs(10)).await;
+    assert!(closed.is_none(), "oversized message closes the connection");
+    let (_, r, _) = execute(&mut other, true, "5 + 5").await;
+    assert_eq!(r, "10");
+    // Non-upgrade GET on the channels route, unknown kernel: errors, not crashes.
+    let (s, _) = h.req("GET", "/api/kernels/nope/channels", None).await;
+    assert!(s == 404 || s == 400 || s == 426, "{s}");
+    h.stop().await;
+}
