@@ -55,19 +55,21 @@ async fn jupyter_server_gateway_runs_cells_on_kernelgate() {
         .unwrap()
         .port();
     let jtok = "interop-token-0123456789abcdef0123456789";
-    let _js = KillOnDrop(std::process::Command::new(venv.join("bin/jupyter-server"))
-        .args(["--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--gateway-url={}", h.base))
-        .env("HOME", home.path())
-        .env("JUPYTER_RUNTIME_DIR", home.path().join("rt"))
-        .env("JUPYTER_GATEWAY_AUTH_TOKEN", &h.token) // jupyter_server's own way to pass it
-        .env("JUPYTER_TOKEN", jtok)
-        .current_dir(home.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap());
+    let _js = KillOnDrop(
+        std::process::Command::new(venv.join("bin/jupyter-server"))
+            .args(["--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--gateway-url={}", h.base))
+            .env("HOME", home.path())
+            .env("JUPYTER_RUNTIME_DIR", home.path().join("rt"))
+            .env("JUPYTER_GATEWAY_AUTH_TOKEN", &h.token) // jupyter_server's own way to pass it
+            .env("JUPYTER_TOKEN", jtok)
+            .current_dir(home.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let jbase = format!("http://127.0.0.1:{port}");
     let auth = format!("token {jtok}");
     let mut up = false;

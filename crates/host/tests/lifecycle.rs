@@ -285,19 +285,21 @@ async fn host_crash_readopts_and_stop_leaves_nothing() {
     let state_file = dir.path().join("state.json");
     let runtime = dir.path().join("runtime");
     // The first host is a real `kernelgate serve` process, so it can be killed with -9.
-    let mut serve = std::process::Command::new(kernelgate_bin())
-        .args(["serve", "--port", "0", "--kernel-dirs", "/nonexistent"])
-        .arg("--state-file")
-        .arg(&state_file)
-        .arg("--token-file")
-        .arg(&token_file)
-        .env("JUPYTER_RUNTIME_DIR", &runtime)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = KillOnDrop(
+        std::process::Command::new(kernelgate_bin())
+            .args(["serve", "--port", "0", "--kernel-dirs", "/nonexistent"])
+            .arg("--state-file")
+            .arg(&state_file)
+            .arg("--token-file")
+            .arg(&token_file)
+            .env("JUPYTER_RUNTIME_DIR", &runtime)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(serve.stdout.take().unwrap())
+    std::io::BufReader::new(serve.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let base = line.trim().split("/?token=").next().unwrap().to_owned();
@@ -318,8 +320,8 @@ async fn host_crash_readopts_and_stop_leaves_nothing() {
     tokio::time::sleep(Duration::from_millis(800)).await; // state file written (debounced)
     let state = kernelgate_host::state::HostState::read(&state_file).expect("state file");
     assert_eq!(state.kernels.len(), 2);
-    serve.kill().unwrap(); // SIGKILL: a crash
-    serve.wait().unwrap();
+    serve.0.kill().unwrap(); // SIGKILL: a crash
+    serve.0.wait().unwrap();
     // Kernel b dies while the host is away.
     let rec_b = state.kernels.iter().find(|k| k.id == ids[1]).unwrap();
     nix::sys::signal::kill(
@@ -365,4 +367,216 @@ async fn host_crash_readopts_and_stop_leaves_nothing() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "no connection file left: {left:?}");
+}
+
+/// Sends `code` for execution and waits until the kernel has started running it (its busy
+/// status or execute_input arrived); returns the request's msg_id.
+async fn start_running(ws: &mut Ws, code: &str) -> String {
+    let id = send(
+        ws,
+        true,
+        "shell",
+        "execute_request",
+        json!({"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false}),
+        &[],
+    )
+    .await;
+    loop {
+        let Some((ch, m, _)) = recv(ws, true, T).await else {
+            panic!("the cell never started")
+        };
+        let started =
+            m["header"]["msg_type"] == "execute_input" || m["content"]["execution_state"] == "busy";
+        if ch == "iopub" && m["parent_header"]["msg_id"] == id.as_str() && started {
+            return id;
+        }
+    }
+}
+
+/// The execute_reply to `id`.
+async fn reply_to(ws: &mut Ws, id: &str) -> Value {
+    loop {
+        let Some((ch, m, _)) = recv(ws, true, T).await else {
+            panic!("no execute_reply in time")
+        };
+        if ch == "shell" && m["parent_header"]["msg_id"] == id {
+            return m["content"].clone();
+        }
+    }
+}
+
+/// `POST .../interrupt` stops a cell that would otherwise run for a long time, by signal (the
+/// built-in kernelspec) and by interrupt_request (a spec saying `interrupt_mode: message`); the
+/// model says busy while it runs, and the kernel executes again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_stops_a_running_cell_by_signal_and_by_message() {
+    let h = TestHost::start(|c| {
+        let mut by_message = c.specs["rhai"].clone();
+        by_message.name = "rhai-message".into();
+        by_message.spec.interrupt_mode = kernelgate_wire::InterruptMode::Message;
+        c.specs.insert(by_message.name.clone(), by_message);
+    })
+    .await;
+    for spec in ["rhai", "rhai-message"] {
+        let id = h.start_kernel(Some(spec)).await;
+        h.wait_idle(&id).await;
+        let mut ws = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+        let cell = start_running(&mut ws, "let n = 0; loop { n += 1; }").await;
+        h.wait_model(&id, T, "busy", |m| m["execution_state"] == "busy")
+            .await;
+        let (s, e) = h
+            .req("POST", &format!("/api/kernels/{id}/interrupt"), None)
+            .await;
+        assert_eq!(s, 204, "{spec}: {e}");
+        let reply = reply_to(&mut ws, &cell).await;
+        assert_eq!(reply["status"], "error", "{spec}: {reply}");
+        assert_eq!(reply["ename"], "Interrupted", "{spec}: {reply}");
+        let (_, r, status) = execute(&mut ws, true, "1 + 2").await;
+        assert_eq!((r.as_str(), status.as_str()), ("3", "ok"), "{spec}");
+        h.wait_idle(&id).await;
+    }
+    h.stop().await;
+}
+
+/// A kernel that ignores both shutdown_request and SIGTERM is killed: DELETE sends SIGTERM
+/// after the request wait (the kernel's trap records it) and SIGKILL after the term wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_escalates_to_sigterm_then_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("signals.log");
+    let mut c = config(dir.path());
+    let script = "trap 'echo TERM >> \"$0\"' TERM; while :; do sleep 0.05; done";
+    c.add_specs(&spec_dir(
+        dir.path(),
+        "stubborn",
+        json!(["sh", "-c", script, log, "{connection_file}"]),
+    ));
+    c.shutdown.request_wait = Duration::from_millis(300);
+    c.shutdown.term_wait = Duration::from_millis(500);
+    c.post_wait = Duration::from_millis(100);
+    let h = TestHost::start_with(c, dir).await;
+    let id = h.start_kernel(Some("stubborn")).await;
+    let kernel = h.host.shared.registry.get(&id).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let pid = loop {
+        if let Some(pid) = kernel.pid() {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "never launched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The trap is set once the shell runs its loop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, _) = h.req("DELETE", &format!("/api/kernels/{id}"), None).await;
+    assert_eq!(s, 204);
+    assert!(
+        !kernelgate_host::provision::process_alive(pid),
+        "the kernel survived DELETE"
+    );
+    let signals = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        signals.contains("TERM"),
+        "SIGTERM came before SIGKILL: {signals:?}"
+    );
+    assert!(
+        processes_with(&log.display().to_string()).is_empty(),
+        "nothing of the kernel's process group is left"
+    );
+    h.stop().await;
+}
+
+/// Restarts that keep failing end in `dead`, which connected clients are told; a user restart
+/// of a dead kernel brings it back once it can start again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_told_dead_and_a_dead_kernel_can_be_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started-once");
+    let mut c = config(dir.path());
+    // Starts the built-in kernel the first time, exits at once while the marker exists.
+    let script = "[ -e \"$0\" ] && exit 3; touch \"$0\"; exec \"$1\" kernel -f \"$2\"";
+    c.add_specs(&spec_dir(
+        dir.path(),
+        "once",
+        json!([
+            "sh",
+            "-c",
+            script,
+            marker,
+            kernelgate_bin(),
+            "{connection_file}"
+        ]),
+    ));
+    c.restart.limit = 2;
+    let h = TestHost::start_with(c, dir).await;
+    let id = h.start_kernel(Some("once")).await;
+    h.wait_idle(&id).await;
+    let mut ws = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+    let pid = h.host.shared.registry.get(&id).unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let seen = wait_status(&mut ws, true, "dead", T).await;
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("restarting"),
+        "{seen:?}"
+    );
+    let (_, m) = h.req("GET", &format!("/api/kernels/{id}"), None).await;
+    assert_eq!(m["execution_state"], "dead", "{m}");
+
+    std::fs::remove_file(&marker).unwrap();
+    let (s, m) = h
+        .req("POST", &format!("/api/kernels/{id}/restart"), None)
+        .await;
+    assert_eq!(s, 200, "{m}");
+    h.wait_idle(&id).await;
+    let (_, r, _) = execute(&mut ws, true, "6 * 7").await;
+    assert_eq!(r, "42", "the same WebSocket reaches the revived kernel");
+    h.stop().await;
+}
+
+/// With culling on, an idle kernel nobody is connected to is shut down after the timeout; one
+/// with an open WebSocket is kept (cull_connected is off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_kernels_are_culled_and_connected_ones_kept() {
+    let h = TestHost::start(|c| {
+        c.cull.idle_timeout = Some(Duration::from_secs(1));
+        c.cull.interval = Duration::from_millis(200);
+    })
+    .await;
+    let connected = h.start_kernel(None).await;
+    let ws = ws_connect(&h.ws_url(&connected, true), true, None)
+        .await
+        .unwrap();
+    let alone = h.start_kernel(None).await;
+    let pid = h.host.shared.registry.get(&alone).unwrap().pid().unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while h.host.shared.registry.get(&alone).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle kernel not culled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, _) = h.req("GET", &format!("/api/kernels/{alone}"), None).await;
+    assert_eq!(s, 404);
+    let gone = std::time::Instant::now() + T;
+    while kernelgate_host::provision::process_alive(pid) {
+        assert!(
+            std::time::Instant::now() < gone,
+            "culled kernel's process left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Several culling rounds later the connected one is still there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, m) = h
+        .req("GET", &format!("/api/kernels/{connected}"), None)
+        .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["connections"], 1);
+    drop(ws);
+    h.stop().await;
 }
