@@ -38,8 +38,11 @@ def kernel(tmp_path):
     finally:
         kc.stop_channels()
         proc.terminate()
-        proc.wait(TIMEOUT)
+        _, err = proc.communicate(timeout=TIMEOUT)
     assert not conn.exists(), "connection file left behind"
+    log = err.decode(errors="replace")
+    assert "refused message" in log, "refusals are logged"
+    assert info["key"] not in log, "the key reached the log"
 
 
 def stats(info, session):

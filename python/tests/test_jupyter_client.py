@@ -174,14 +174,30 @@ def test_interrupt_by_signal():
 
 def test_shutdown_request_ends_the_kernel(rhai_kernel):
     km, kc = rhai_kernel
-    kc.shutdown()
-    reply = kc.get_control_msg(timeout=TIMEOUT) if hasattr(kc, "get_control_msg") else None
-    if reply is not None:
-        assert reply["msg_type"] == "shutdown_reply"
+    msg_id = kc.shutdown()
+    reply = kc.get_control_msg(timeout=TIMEOUT)
+    assert reply["msg_type"] == "shutdown_reply"
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"] == {"status": "ok", "restart": False}
     deadline = time.monotonic() + TIMEOUT
     while km.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not km.is_alive()
+
+
+def test_restart_kernel_through_jupyter_client(rhai_kernel):
+    """KernelManager.restart_kernel sends shutdown_request(restart=True), waits for the process to
+    end and starts a new one on the same ports and key; state is gone, the client reconnects."""
+    km, kc = rhai_kernel
+    assert run(kc, "let kept = 41;")[0]["content"]["status"] == "ok"
+    old_pid = km.provisioner.pid
+    km.restart_kernel(now=False)
+    assert km.provisioner.pid != old_pid
+    kc.wait_for_ready(timeout=TIMEOUT)
+    reply, outputs = run(kc, "kept")
+    assert reply["content"]["status"] == "error", reply["content"]
+    reply, outputs = run(kc, "1 + 1")
+    assert of_type(outputs, "execute_result")[0]["content"]["data"]["text/plain"] == "2"
 
 
 def test_cells_queued_behind_a_cell_longer_than_the_window_all_run():

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kernelgate_wire::{ConnectionInfo, Rejections, Transport};
+use kernelgate_wire::{Channel, ConnectionInfo, Rejections, Transport};
 use kernelgate_zmq::files;
 
 use crate::io::Flags;
@@ -112,6 +112,7 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
         })?;
         Some(files::RemoveOnDrop::new(path.clone()))
     };
+    let _sockets = ipc_socket_files(bound.connection_info());
     println!(
         "kernelgate: built-in kernel ready; connection file: {}",
         path.display()
@@ -134,6 +135,25 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
     bound
         .run(kernel, flags)
         .map_err(|e| fail("running the kernel", e))
+}
+
+/// The socket files of an ipc kernel, removed when it stops: libzmq leaves them behind (it
+/// removes only those it made in a temporary directory), and they are the kernel's, whoever
+/// wrote the connection file.
+fn ipc_socket_files(info: &ConnectionInfo) -> Vec<files::RemoveOnDrop> {
+    if info.transport != Transport::Ipc {
+        return Vec::new();
+    }
+    [
+        Channel::Shell,
+        Channel::IoPub,
+        Channel::Stdin,
+        Channel::Control,
+        Channel::Heartbeat,
+    ]
+    .into_iter()
+    .map(|ch| files::RemoveOnDrop::new(PathBuf::from(format!("{}-{}", info.ip, info.port(ch)))))
+    .collect()
 }
 
 /// SIGTERM and SIGHUP shut down. SIGINT interrupts running code (what Jupyter launchers send);
