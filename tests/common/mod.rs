@@ -81,13 +81,15 @@ pub struct Serve {
     pub url: String,
     pub port: u16,
     pub token: String,
+    /// Where the token is kept (given with --token-file, or the one serve wrote itself).
     pub token_file: PathBuf,
     pub runtime: PathBuf,
     pub log: PathBuf,
 }
 
 impl Serve {
-    /// Starts `kernelgate serve` with `extra` flags and waits (20 s at most) for its URL line.
+    /// Starts `kernelgate serve --token-file DIR/token` (a token made here) with `extra` flags
+    /// and waits (20 s at most) for its URL line.
     pub fn start(dir: &Path, extra: &[&std::ffi::OsStr]) -> Serve {
         let token = format!(
             "{}{}",
@@ -96,14 +98,31 @@ impl Serve {
         );
         let token_file = dir.join("token");
         write_private(&token_file, &format!("{token}\n"));
+        let mut args = vec![std::ffi::OsStr::new("--token-file"), token_file.as_os_str()];
+        args.extend_from_slice(extra);
+        let mut serve = Serve::launch(dir, &args);
+        serve.token_file = token_file;
+        assert_eq!(serve.token, token, "the URL shows the token given");
+        serve
+    }
+
+    /// Starts `kernelgate serve` without a token file: it makes its own token, which is read
+    /// back from the URL it prints; `token_file` is where serve says it keeps it.
+    pub fn start_with_own_token(dir: &Path, extra: &[&std::ffi::OsStr]) -> Serve {
+        let mut serve = Serve::launch(dir, extra);
+        serve.token_file = serve
+            .runtime
+            .join(format!("kernelgate-serve-{}.token", serve.port));
+        serve
+    }
+
+    fn launch(dir: &Path, extra: &[&std::ffi::OsStr]) -> Serve {
         let specs = dir.join("kernelspecs");
         std::fs::create_dir_all(&specs).expect("kernelspecs dir");
         let runtime = dir.join("runtime");
         let log = dir.join("serve.log");
         let mut child = Command::new(BIN)
             .args(["serve", "--ip", "127.0.0.1", "--port", "0", "--no-recover"])
-            .arg("--token-file")
-            .arg(&token_file)
             .arg("--kernel-dirs")
             .arg(&specs)
             .arg("--state-file")
@@ -137,10 +156,10 @@ impl Serve {
                 );
             }
         };
-        let url = line
+        let (url, token) = line
             .trim()
             .split_once("/?token=")
-            .map(|(u, _)| u.to_owned())
+            .map(|(u, t)| (u.to_owned(), t.to_owned()))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         let port = url
             .rsplit(':')
@@ -152,7 +171,7 @@ impl Serve {
             url,
             port,
             token,
-            token_file,
+            token_file: PathBuf::new(),
             runtime,
             log,
         }

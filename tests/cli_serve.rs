@@ -1,0 +1,137 @@
+//! `kernelgate serve` as a user runs it: the token it makes for itself (256 bits, owner-only
+//! file, shown once, never logged), owner-only connection and state files, a clean stop on
+//! SIGTERM that leaves no process or file, and refusal to listen beyond loopback without TLS.
+//! Every wait is bounded.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{http, run_bounded, Serve};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Waits (20 s at most) for `path` to exist.
+fn wait_for(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: i64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie (state Z) has exited already.
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn own_token_and_private_files_and_sigterm_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    let serve = Serve::start_with_own_token(dir.path(), &[]);
+    let token = serve.token.clone();
+    assert_eq!(token.len(), 64, "256 bits in hex: {token:?}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    let kept = std::fs::read_to_string(&serve.token_file).expect("the token file");
+    assert_eq!(kept.trim(), token);
+    assert_eq!(mode(&serve.token_file), 0o600, "token file owner-only");
+    assert_eq!(mode(&serve.runtime), 0o700, "runtime directory owner-only");
+
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, model) = http("POST", &format!("{}/api/kernels", serve.url), Some(&token));
+        assert_eq!(status, 201, "{model}");
+        ids.push(model["id"].as_str().expect("id").to_owned());
+    }
+    wait_for(&state);
+    assert_eq!(mode(&state), 0o600, "state file owner-only");
+    let pids: Vec<i64> = {
+        let started = Instant::now();
+        loop {
+            let table: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&state).expect("state")).unwrap_or_default();
+            let pids: Vec<i64> = table["kernels"]
+                .as_array()
+                .map(|ks| ks.iter().filter_map(|k| k["pid"].as_i64()).collect())
+                .unwrap_or_default();
+            if pids.len() == 2 {
+                break pids;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "state file never listed both kernels: {table}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for id in &ids {
+        let file = serve.runtime.join(format!("kernel-{id}.json"));
+        assert_eq!(mode(&file), 0o600, "connection file owner-only");
+    }
+    let (runtime, token_file, log) = (
+        serve.runtime.clone(),
+        serve.token_file.clone(),
+        serve.log.clone(),
+    );
+    serve.stop();
+    for pid in pids {
+        assert!(!alive(pid), "kernel {pid} outlived the host");
+    }
+    assert!(!token_file.exists(), "token file left behind");
+    assert!(!state.exists(), "state file left behind");
+    assert_eq!(files_in(&runtime), Vec::<PathBuf>::new(), "files left behind");
+    let log = std::fs::read_to_string(log).expect("serve.log");
+    assert!(log.contains("kernelgate: stopped"), "{log}");
+    assert!(!log.contains(&token), "the token reached the log");
+}
+
+#[test]
+fn listening_beyond_loopback_without_tls_is_refused() {
+    // Refused before anything is bound: nothing listens beyond loopback, even for a moment.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().join("runtime");
+    for ip in ["0.0.0.0", "::", "192.0.2.1"] {
+        let out = run_bounded(
+            &[
+                OsStr::new("serve"),
+                OsStr::new("--ip"),
+                OsStr::new(ip),
+                OsStr::new("--port"),
+                OsStr::new("0"),
+            ],
+            &[("JUPYTER_RUNTIME_DIR", runtime.as_os_str())],
+            None,
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{ip}: serve started: {err}");
+        assert!(
+            err.contains("WITHOUT TLS") && err.contains("--insecure-http"),
+            "{ip}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{ip}: printed a URL");
+    }
+}
