@@ -19,7 +19,8 @@ pub enum KernelspecCommand {
     },
     /// Install the `rhai` kernelspec whose argv runs this binary, so Jupyter tools can launch it.
     Install {
-        /// Install into the user's Jupyter data directory (the default).
+        /// Install into the user's Jupyter data directory (the default; accepted as
+        /// `jupyter kernelspec install --user` is).
         #[arg(long, conflicts_with = "prefix")]
         user: bool,
         /// Install into PREFIX/share/jupyter/kernels (e.g. a virtual environment).
