@@ -102,7 +102,11 @@ fn own_token_and_private_files_and_sigterm_leaves_nothing_behind() {
     }
     assert!(!token_file.exists(), "token file left behind");
     assert!(!state.exists(), "state file left behind");
-    assert_eq!(files_in(&runtime), Vec::<PathBuf>::new(), "files left behind");
+    assert_eq!(
+        files_in(&runtime),
+        Vec::<PathBuf>::new(),
+        "files left behind"
+    );
     let log = std::fs::read_to_string(log).expect("serve.log");
     assert!(log.contains("kernelgate: stopped"), "{log}");
     assert!(!log.contains(&token), "the token reached the log");

@@ -200,8 +200,11 @@ async fn check_alive(
     Ok(info)
 }
 
+/// Kills a kernel left by a previous run that cannot be adopted, but only when its pid still
+/// names the process that was launched (same start time): a pid the system has since given to
+/// another process, or one recorded without a start time, is left alone.
 fn cleanup(rec: &KernelRecord) {
-    let same = rec.start_time.is_none() || provision::process_start_time(rec.pid) == rec.start_time;
+    let same = rec.start_time.is_some() && provision::process_start_time(rec.pid) == rec.start_time;
     if same && provision::process_alive(rec.pid) {
         let _ = provision::signal_group(rec.pid, nix::sys::signal::Signal::SIGKILL);
     }

@@ -580,3 +580,98 @@ async fn idle_kernels_are_culled_and_connected_ones_kept() {
     drop(ws);
     h.stop().await;
 }
+
+/// A `kernelgate kernel -f FILE` child (the built-in kernel writing its own connection file)
+/// leading its own process group, as the host launches kernels.
+fn standalone_kernel(file: &std::path::Path) -> KillOnDrop {
+    use std::os::unix::process::CommandExt;
+    let child = KillOnDrop(
+        std::process::Command::new(kernelgate_bin())
+            .args(["kernel", "-f"])
+            .arg(file)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + T;
+    while !file.exists() {
+        assert!(std::time::Instant::now() < deadline, "no connection file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn record(id: &str, pid: u32, start_time: Option<u64>, file: &std::path::Path) -> Value {
+    json!({"id": id, "name": "rhai", "pid": pid, "start_time": start_time,
+           "connection_file": file, "sandbox": null})
+}
+
+/// Re-adoption trusts nothing in the state file it can check: a live kernel that does not
+/// answer with the key its connection file holds is not adopted (and, being the process that
+/// was launched, is stopped); a pid now naming another process is not adopted and that process
+/// is left alone; a record without a start time is never killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readoption_refuses_what_it_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    // A real kernel, its connection file given a different key.
+    let real = runtime.join("kernel-wrong-key.json");
+    let mut kernel = standalone_kernel(&real);
+    let mut info: Value = serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    info["key"] = json!("0".repeat(64));
+    let forged = runtime.join("kernel-forged.json");
+    std::fs::write(&forged, info.to_string()).unwrap();
+    // A process that is not a kernel at all, recorded with another start time, and the same
+    // process recorded with no start time.
+    let mut stranger = KillOnDrop(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+    let kernel_pid = kernel.0.id();
+    let kernel_start = kernelgate_host::provision::process_start_time(kernel_pid as i32);
+    let stranger_pid = stranger.0.id();
+    let state = json!({"version": 1, "host_pid": 1, "kernels": [
+        record("wrong-key", kernel_pid, kernel_start, &forged),
+        record("reused-pid", stranger_pid, Some(1), &runtime.join("kernel-reused.json")),
+        record("no-start-time", stranger_pid, None, &runtime.join("kernel-none.json")),
+    ]});
+    let state_file = dir.path().join("state.json");
+    std::fs::write(&state_file, state.to_string()).unwrap();
+
+    let h = TestHost::start(|c| {
+        c.state_file = Some(state_file.clone());
+        c.provision.runtime_dir = runtime.clone();
+    })
+    .await;
+    let (_, list) = h.req("GET", "/api/kernels", None).await;
+    assert_eq!(list, json!([]), "nothing re-adopted");
+    assert!(
+        !forged.exists(),
+        "the unverifiable kernel's connection file removed"
+    );
+    let exited = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + T;
+        while std::time::Instant::now() < deadline {
+            if kernel.0.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(
+        exited,
+        "the kernel that did not answer with its key was left running"
+    );
+    assert!(
+        stranger.0.try_wait().unwrap().is_none(),
+        "a process that merely has a recorded pid was killed"
+    );
+    h.stop().await;
+}
