@@ -33,6 +33,13 @@ _window = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_te
 _window["argv"] = _window["argv"] + ["--replay-window", "0.5"]
 _window["display_name"] = "Rhai (0.5 s replay window)"
 (_window_dir / "kernel.json").write_text(json.dumps(_window))
+# A kernel that stops a cell after 100,000 operations.
+_few_dir = _SPECS / "share/jupyter/kernels/rhai-few-operations"
+_few_dir.mkdir(parents=True, exist_ok=True)
+_few = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
+_few["argv"] = _few["argv"] + ["--max-operations", "100000"]
+_few["display_name"] = "Rhai (100,000 operations a cell)"
+(_few_dir / "kernel.json").write_text(json.dumps(_few))
 os.environ["JUPYTER_PATH"] = str(_SPECS / "share/jupyter")
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="kernelgate-runtime-"))
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"

@@ -4,6 +4,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from conftest import TIMEOUT
 
 
@@ -67,6 +69,37 @@ def test_runaway_cell_is_stopped(rhai_kernel):
     reply, out = run(kc, 'let s = "x"; loop { s += s; }')
     assert reply["content"]["status"] == "error"
     assert of_type(out, "error")[0]["content"]["ename"] == "DataTooLarge"
+
+
+@pytest.mark.parametrize("code, ename", [
+    ("fn deeper(n) { deeper(n + 1) } deeper(0)", "StackOverflow"),
+    ("let a = []; loop { a.push(1); }", "DataTooLarge"),
+    ('let m = #{}; let i = 0; loop { m["k" + i] = i; i += 1; }', "DataTooLarge"),
+    # Each string is small, their sum is not: sizes count across nested values.
+    ('let a = []; let s = "x"; for i in 0..20 { s += s; } loop { a.push(s + "."); }',
+     "DataTooLarge"),
+], ids=["call-depth", "array", "map", "strings-in-array"])
+def test_cells_past_a_limit_are_stopped_and_the_kernel_goes_on(rhai_kernel, code, ename):
+    _, kc = rhai_kernel
+    reply, out = run(kc, code)
+    assert reply["content"]["status"] == "error"
+    assert of_type(out, "error")[0]["content"]["ename"] == ename
+    reply, out = run(kc, "1 + 1")
+    assert of_type(out, "execute_result")[0]["content"]["data"]["text/plain"] == "2"
+
+
+def test_operation_limit_stops_a_loop():
+    """`--max-operations` (here 100,000 in the kernelspec) ends a loop nothing else would."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="rhai-few-operations", startup_timeout=TIMEOUT)
+    try:
+        reply, out = run(kc, "let n = 0; loop { n += 1; }")
+        assert reply["content"]["status"] == "error"
+        assert of_type(out, "error")[0]["content"]["ename"] == "OperationLimitExceeded"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def test_functions_persist_complete_inspect(rhai_kernel):

@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's headers before its connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     header_timeout: f64,
+    /// MiB of output a kernel's slowest WebSocket client may fall behind by; past it that
+    /// client misses the oldest output instead of the host holding it (the newest message is
+    /// always delivered, however large).
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    iopub_buffer_mib: usize,
     /// Restarts in a row before a dying kernel is declared dead (0 disables auto-restart).
     #[arg(long, default_value_t = 5)]
     restart_limit: u32,
@@ -147,6 +152,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     config.max_connections = args.max_connections.max(1);
     config.header_read_timeout = secs(args.header_timeout).max(Duration::from_millis(100));
+    config.iopub_buffer = args.iopub_buffer_mib.max(1).saturating_mul(1 << 20);
     config.restart.enabled = args.restart_limit > 0;
     config.restart.limit = args.restart_limit;
     config.heartbeat.interval = secs(args.hb_interval).max(Duration::from_millis(100));

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod fanout;
 pub mod kernel;
 pub mod lifecycle;
 pub mod process;
@@ -117,6 +118,9 @@ pub struct HostConfig {
     pub max_connections: usize,
     /// How long a client has to send a request's headers before its connection is closed.
     pub header_read_timeout: Duration,
+    /// Bytes of IOPub output a kernel's slowest WebSocket client may fall behind by; past it
+    /// that client misses the oldest messages (the newest is always kept, however large).
+    pub iopub_buffer: usize,
 }
 
 impl HostConfig {
@@ -148,6 +152,7 @@ impl HostConfig {
             max_starting: default_max_starting(),
             max_connections: 4096,
             header_read_timeout: api::listen::HEADER_READ_TIMEOUT,
+            iopub_buffer: 32 << 20,
         }
     }
 

@@ -115,3 +115,39 @@ async fn websocket_bad_input_is_survived() {
     assert!(s == 404 || s == 400 || s == 426, "{s}");
     h.stop().await;
 }
+
+/// A client that stops reading costs the host at most the IOPub budget, however much the kernel
+/// prints: it misses the oldest messages instead, and its connection still works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_costs_at_most_the_iopub_budget() {
+    const BUDGET: usize = 1 << 20;
+    let h = TestHost::start(|c| c.iopub_buffer = BUDGET).await;
+    let id = h.start_kernel(None).await;
+    let mut stalled = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+    let mut active = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+    // 40 MiB of output in 64 KiB lines: far more than loopback socket buffers hold, so most of
+    // it would wait in the host for the stalled client.
+    let (out, _, status) = execute(
+        &mut active,
+        true,
+        r#"let s = "x"; for i in 0..16 { s += s; } for i in 0..640 { print(s); }"#,
+    )
+    .await;
+    assert_eq!(status, "ok");
+    assert!(!out.is_empty());
+    let kernel = h.host.shared.registry.get(&id).unwrap();
+    let (messages, bytes) = kernel.iopub_held();
+    assert!(
+        bytes <= BUDGET,
+        "{bytes} bytes in {messages} messages held for the stalled client"
+    );
+    assert!(
+        messages > 0,
+        "the stalled client's backlog was dropped entirely"
+    );
+    // Reading again, it skips what it missed and is served normally.
+    let (_, r, status) = execute(&mut stalled, true, "6 * 7").await;
+    assert_eq!((r.as_str(), status.as_str()), ("42", "ok"));
+    drop((stalled, active));
+    h.stop().await;
+}

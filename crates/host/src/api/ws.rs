@@ -17,9 +17,9 @@ use futures_util::SinkExt;
 use kernelgate_wire::websocket::V1_SUBPROTOCOL;
 use kernelgate_wire::{Channel, LogGate, Session};
 use kernelgate_zmq::{AsyncSocket, SocketType};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::ApiError;
+use crate::fanout::{Next, Reader};
 use crate::kernel::{Broadcast, Endpoint, ManagedKernel};
 use crate::wsmsg::{self, Incoming, OutFrame, Protocol};
 use crate::{zmqio, HostShared};
@@ -140,6 +140,8 @@ struct Connection {
     errors: u32,
     /// Refused client messages are logged at most once a second.
     log_gate: LogGate,
+    /// IOPub messages this client was too slow to get.
+    missed: u64,
 }
 
 impl Connection {
@@ -159,6 +161,7 @@ impl Connection {
             pending: VecDeque::new(),
             errors: 0,
             log_gate: LogGate::default(),
+            missed: 0,
         }
     }
 
@@ -216,14 +219,14 @@ impl Connection {
                         break;
                     }
                 }
-                b = iopub_rx.recv() => {
-                    let frame = match b {
-                        Ok(b) => wsmsg::encode(b.channel, &b.msg, self.protocol),
-                        Err(RecvError::Lagged(n)) => {
-                            lagged(&self.kernel, n);
+                next = iopub_rx.next() => {
+                    let frame = match next {
+                        Next::Item(b) => wsmsg::encode(b.channel, &b.msg, self.protocol),
+                        Next::Missed(n) => {
+                            self.missed(n);
                             continue;
                         }
-                        Err(RecvError::Closed) => break,
+                        Next::Empty => continue,
                     };
                     if self.send_batch(&mut socket, frame, &mut iopub_rx).await.is_err() {
                         break;
@@ -272,16 +275,22 @@ impl Connection {
         }
     }
 
+    /// This client fell further behind the kernel's output than the IOPub budget allows and
+    /// misses `n` messages (logged at most once a second per connection).
+    fn missed(&mut self, n: u64) {
+        self.missed += n;
+        if let Some(suppressed) = self.log_gate.open() {
+            tracing::warn!(kernel = %self.kernel.id, missed = self.missed, suppressed_since_last_log = suppressed, "websocket client too slow: iopub messages dropped for it");
+        }
+    }
+
     /// The next message for the client that is already waiting (IOPub first), without blocking.
-    fn next_ready(
-        &mut self,
-        iopub_rx: &mut tokio::sync::broadcast::Receiver<Arc<Broadcast>>,
-    ) -> Option<OutFrame> {
+    fn next_ready(&mut self, iopub_rx: &mut Reader<Arc<Broadcast>>) -> Option<OutFrame> {
         loop {
-            match iopub_rx.try_recv() {
-                Ok(b) => return Some(wsmsg::encode(b.channel, &b.msg, self.protocol)),
-                Err(TryRecvError::Lagged(n)) => lagged(&self.kernel, n),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            match iopub_rx.try_next() {
+                Next::Item(b) => return Some(wsmsg::encode(b.channel, &b.msg, self.protocol)),
+                Next::Missed(n) => self.missed(n),
+                Next::Empty => break,
             }
         }
         let received = self.sockets.as_ref()?.try_recv()?;
@@ -294,7 +303,7 @@ impl Connection {
         &mut self,
         socket: &mut WebSocket,
         first: OutFrame,
-        iopub_rx: &mut tokio::sync::broadcast::Receiver<Arc<Broadcast>>,
+        iopub_rx: &mut Reader<Arc<Broadcast>>,
     ) -> Result<(), axum::Error> {
         socket.feed(ws_message(first)).await?;
         for _ in 0..BATCH_MAX {
@@ -354,8 +363,4 @@ fn ws_message(frame: OutFrame) -> WsMessage {
         OutFrame::Text(t) => WsMessage::Text(t.into()),
         OutFrame::Binary(b) => WsMessage::Binary(b.into()),
     }
-}
-
-fn lagged(kernel: &ManagedKernel, n: u64) {
-    tracing::warn!(kernel = %kernel.id, "websocket client too slow: {n} iopub messages dropped");
 }

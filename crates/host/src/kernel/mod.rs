@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use kernelgate_wire::{Channel, ConnectionInfo, Message, RawMessage, Session};
 use kernelgate_zmq::Context;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::fanout::{Fanout, Reader};
 use crate::lifecycle::{next, Event, KernelState};
 pub use crate::process::StopPath;
 use crate::provision::LaunchSpec;
@@ -33,6 +34,10 @@ pub struct Endpoint {
     /// The libzmq context this kernel's sockets use.
     pub ctx: Context,
 }
+
+/// IOPub messages a kernel's slowest WebSocket client may fall behind by (the byte budget,
+/// [`crate::HostConfig::iopub_buffer`], usually binds first).
+const IOPUB_MESSAGES: usize = 1024;
 
 /// A message for all WebSocket clients of a kernel.
 #[derive(Debug)]
@@ -77,7 +82,7 @@ pub struct ManagedKernel {
     model: Mutex<Model>,
     state_tx: watch::Sender<KernelState>,
     endpoint_tx: watch::Sender<Option<Arc<Endpoint>>>,
-    iopub_tx: broadcast::Sender<Arc<Broadcast>>,
+    iopub: Arc<Fanout<Arc<Broadcast>>>,
     control_tx: mpsc::Sender<Control>,
     connections: AtomicUsize,
     header_session: Session,
@@ -108,7 +113,7 @@ impl ManagedKernel {
         adopt: Option<Adopted>,
     ) -> Arc<ManagedKernel> {
         let (control_tx, control_rx) = mpsc::channel(16);
-        let (iopub_tx, _) = broadcast::channel(1024);
+        let iopub = Fanout::new(host.config.iopub_buffer, IOPUB_MESSAGES);
         let initial = if adopt.is_some() {
             KernelState::Idle
         } else {
@@ -129,7 +134,7 @@ impl ManagedKernel {
             }),
             state_tx: watch::channel(initial).0,
             endpoint_tx: watch::channel(None).0,
-            iopub_tx,
+            iopub,
             control_tx,
             connections: AtomicUsize::new(0),
             rejections: kernelgate_wire::Rejections::default(),
@@ -250,8 +255,14 @@ impl ManagedKernel {
     }
 
     /// IOPub and host status messages.
-    pub fn subscribe_iopub(&self) -> broadcast::Receiver<Arc<Broadcast>> {
-        self.iopub_tx.subscribe()
+    /// IOPub messages and bytes held for clients that have not read them yet.
+    pub fn iopub_held(&self) -> (usize, usize) {
+        self.iopub.held()
+    }
+
+    /// A reader of this kernel's IOPub messages from now on.
+    pub fn subscribe_iopub(&self) -> Reader<Arc<Broadcast>> {
+        self.iopub.subscribe()
     }
 
     /// Sends a control request to the supervisor.
@@ -276,6 +287,18 @@ impl ManagedKernel {
         }
     }
 
+    /// Sends a verified (or host-made) IOPub message to every client.
+    pub(crate) fn publish(&self, msg: RawMessage) {
+        let size = msg.parts.iter().chain(&msg.buffers).map(Vec::len).sum();
+        self.iopub.push(
+            Arc::new(Broadcast {
+                channel: Channel::IoPub,
+                msg,
+            }),
+            size,
+        );
+    }
+
     /// Sends a host-made `status` message to every client (`restarting`, `dead`, ...).
     fn broadcast_status(&self, execution_state: &str) {
         let header = self.header_session.header("status");
@@ -289,10 +312,7 @@ impl ManagedKernel {
         };
         match RawMessage::from_message(&msg) {
             Ok(msg) => {
-                let _ = self.iopub_tx.send(Arc::new(Broadcast {
-                    channel: Channel::IoPub,
-                    msg,
-                }));
+                self.publish(msg);
             }
             Err(e) => {
                 tracing::warn!(kernel = %self.id, error = %e, "cannot encode a status message")

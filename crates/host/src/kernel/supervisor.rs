@@ -9,7 +9,7 @@ use kernelgate_zmq::{Context, SocketType};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Adopted, Broadcast, Control, Endpoint, ManagedKernel};
+use super::{Adopted, Control, Endpoint, ManagedKernel};
 use crate::lifecycle::{Decision, Event, RestartTracker};
 use crate::process::{interrupt, reap, stop_process, wait_child, Proc};
 use crate::provision::{self, LaunchSpec};
@@ -329,7 +329,7 @@ async fn run_process(
                                 }
                             }
                             kernel.touch();
-                            let _ = kernel.iopub_tx.send(Arc::new(Broadcast { channel: Channel::IoPub, msg }));
+                            kernel.publish(msg);
                         }
                         Err(e) => crate::refusals::record_message(kernel.rejections(), &kernel.id, "an iopub message", &e),
                     },
