@@ -3,6 +3,11 @@
 mod cmd;
 mod remote;
 
+/// Counts the heap, for `kernelgate kernel --max-memory-mib`.
+#[global_allocator]
+static ALLOCATOR: kernelgate_kernel::memory::CountingAllocator =
+    kernelgate_kernel::memory::CountingAllocator;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

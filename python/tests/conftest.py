@@ -40,6 +40,13 @@ _few = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text(
 _few["argv"] = _few["argv"] + ["--max-operations", "100000"]
 _few["display_name"] = "Rhai (100,000 operations a cell)"
 (_few_dir / "kernel.json").write_text(json.dumps(_few))
+# A kernel allowed 64 MiB of heap.
+_small_dir = _SPECS / "share/jupyter/kernels/rhai-small-memory"
+_small_dir.mkdir(parents=True, exist_ok=True)
+_small = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
+_small["argv"] = _small["argv"] + ["--max-memory-mib", "64"]
+_small["display_name"] = "Rhai (64 MiB)"
+(_small_dir / "kernel.json").write_text(json.dumps(_small))
 os.environ["JUPYTER_PATH"] = str(_SPECS / "share/jupyter")
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="kernelgate-runtime-"))
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"

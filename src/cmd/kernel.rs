@@ -39,6 +39,11 @@ pub struct KernelArgs {
     /// Maximum Rhai operations per cell before it is stopped as a runaway (built-in kernel).
     #[arg(long, default_value_t = RhaiLimits::default().max_operations, conflicts_with = "kernel")]
     max_operations: u64,
+    /// Heap the kernel may hold, in MiB, variables of earlier cells included, before the
+    /// running cell is stopped with MemoryLimitExceeded; 0: no limit (built-in kernel).
+    #[arg(long, value_name = "MIB", default_value_t = RhaiLimits::default().max_memory >> 20,
+        conflicts_with = "kernel")]
+    max_memory_mib: usize,
     /// Largest message accepted, in bytes; larger ones are refused and counted (built-in
     /// kernel).
     #[arg(long, default_value_t = 64 << 20, conflicts_with = "kernel")]
@@ -66,6 +71,7 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
         ip: args.ip.clone(),
         transport: Transport::parse(&args.transport)?,
         max_operations: args.max_operations,
+        max_memory: args.max_memory_mib.saturating_mul(1 << 20),
         max_message_size: args.max_message_size,
         replay_window: args.replay_window,
         after_start: None,

@@ -12,6 +12,7 @@ mod control;
 mod handler;
 mod history;
 mod io;
+pub mod memory;
 mod rejections;
 pub mod rhai;
 mod server;

@@ -29,6 +29,8 @@ pub struct StandaloneOptions {
     pub transport: Transport,
     /// Maximum Rhai operations per cell.
     pub max_operations: u64,
+    /// Heap bytes the kernel may hold before a running cell is stopped (0: no limit).
+    pub max_memory: usize,
     /// Largest message accepted, in bytes.
     pub max_message_size: usize,
     /// How old (by its header's date, when it arrived) a request may be and still be accepted.
@@ -47,6 +49,7 @@ impl Default for StandaloneOptions {
             ip: "127.0.0.1".into(),
             transport: Transport::Tcp,
             max_operations: RhaiLimits::default().max_operations,
+            max_memory: RhaiLimits::default().max_memory,
             max_message_size: 64 << 20,
             replay_window: kernelgate_wire::ReplayConfig::default().window,
             after_start: None,
@@ -126,6 +129,7 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
     install_signals(&flags).map_err(|e| fail("installing signal handlers", e))?;
     let limits = RhaiLimits {
         max_operations: options.max_operations,
+        max_memory: options.max_memory,
         ..RhaiLimits::default()
     };
     let kernel = RhaiKernel::new(limits);

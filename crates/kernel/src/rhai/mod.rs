@@ -1,9 +1,10 @@
-//! The built-in kernel: the Rhai scripting language, with limits on operations, string, array
-//! and map sizes and call depth, so a runaway cell is stopped and reported instead of taking the
-//! machine; an interrupt stops it too. State (variables and functions) persists between cells.
+//! The built-in kernel: the Rhai scripting language, with limits on operations, the kernel's
+//! memory, string, array and map sizes and call depth, so a runaway cell is stopped and reported
+//! instead of taking the machine; an interrupt stops it too. State (variables and functions) persists between cells.
 
 mod complete;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rhai::{Dynamic, Engine, EvalAltResult, ParseErrorType, Position, Scope, AST};
@@ -25,7 +26,8 @@ kernelgate built-in kernel: the Rhai language (https://rhai.rs), limited and san
   page(x)                 show x in the pager; help() shows this text
 
 Variables and functions persist between cells; the last expression is the cell's result.
-Runaway cells are stopped by operation, size and call-depth limits, and by an interrupt.
+Runaway cells are stopped by operation, memory, size and call-depth limits, and by an
+interrupt.
 ";
 
 /// Resource limits for one cell.
@@ -41,6 +43,9 @@ pub struct RhaiLimits {
     pub max_map_size: usize,
     /// Maximum function call depth.
     pub max_call_levels: usize,
+    /// Heap bytes the whole kernel may hold (variables of earlier cells included) before the
+    /// running cell is stopped; 0: no limit. Needs [`crate::memory::CountingAllocator`].
+    pub max_memory: usize,
 }
 
 impl Default for RhaiLimits {
@@ -51,6 +56,7 @@ impl Default for RhaiLimits {
             max_array_size: 1 << 20,
             max_map_size: 1 << 20,
             max_call_levels: 64,
+            max_memory: 1 << 30,
         }
     }
 }
@@ -58,9 +64,19 @@ impl Default for RhaiLimits {
 /// The cell being run, reachable from the engine's callbacks (which must be `'static`).
 type Current = Arc<Mutex<Option<ExecContext>>>;
 
+/// What the progress callback stops a cell with when the memory limit is reached.
+const OUT_OF_MEMORY: &str = "memory limit";
+
+fn is_out_of_memory(why: &Dynamic) -> bool {
+    why.clone().into_string().is_ok_and(|s| s == OUT_OF_MEMORY)
+}
+
 /// The Rhai kernel (kernelspec name `rhai`).
 pub struct RhaiKernel {
     engine: Engine,
+    max_memory: usize,
+    /// Heap the running cell may take the kernel to (see `execute`); 0: no limit.
+    memory_ceiling: Arc<AtomicUsize>,
     scope: Scope<'static>,
     functions: AST,
     current: Current,
@@ -98,7 +114,14 @@ impl RhaiKernel {
         });
         let f = flags.clone();
         let c = current.clone();
+        let ceiling = Arc::new(AtomicUsize::new(limits.max_memory));
+        let cell_ceiling = ceiling.clone();
         engine.on_progress(move |ops| {
+            // After every operation: one growing value, or many, never gets far past the limit.
+            let ceiling = cell_ceiling.load(Ordering::Relaxed);
+            if ceiling > 0 && crate::memory::live_bytes() > ceiling {
+                return Some(Dynamic::from(OUT_OF_MEMORY));
+            }
             // Checked every 256 operations: cheap, and still stops a loop within microseconds.
             if ops & 0xFF != 0 {
                 return None;
@@ -110,8 +133,7 @@ impl RhaiKernel {
                 }
             }
             let stop = f.get().is_some_and(|flags| {
-                flags.interrupt.load(std::sync::atomic::Ordering::Relaxed)
-                    || flags.shutdown.load(std::sync::atomic::Ordering::Relaxed)
+                flags.interrupt.load(Ordering::Relaxed) || flags.shutdown.load(Ordering::Relaxed)
             });
             stop.then(|| Dynamic::from("interrupted"))
         });
@@ -172,6 +194,8 @@ impl RhaiKernel {
 
         RhaiKernel {
             engine,
+            max_memory: limits.max_memory,
+            memory_ceiling: ceiling,
             scope: Scope::new(),
             functions: AST::empty(),
             current,
@@ -181,6 +205,9 @@ impl RhaiKernel {
 
     fn error_outcome(&self, code: &str, err: &EvalAltResult) -> Outcome {
         let ename = match err {
+            EvalAltResult::ErrorTerminated(why, _) if is_out_of_memory(why) => {
+                "MemoryLimitExceeded"
+            }
             EvalAltResult::ErrorTerminated(..) => "Interrupted",
             EvalAltResult::ErrorTooManyOperations(..) => "OperationLimitExceeded",
             EvalAltResult::ErrorDataTooLarge(..) => "DataTooLarge",
@@ -198,6 +225,10 @@ impl RhaiKernel {
             _ => "Error",
         };
         let evalue = match err {
+            EvalAltResult::ErrorTerminated(why, _) if is_out_of_memory(why) => format!(
+                "the kernel's memory limit ({} MiB) was reached; free variables (x = ()) to go on",
+                self.max_memory >> 20
+            ),
             EvalAltResult::ErrorTerminated(..) => "execution was interrupted".to_owned(),
             other => strip_position(&other.to_string()),
         };
@@ -285,6 +316,12 @@ impl Kernel for RhaiKernel {
             }
         };
         let run = self.functions.merge(&ast);
+        // A cell may not take the kernel past its limit; when earlier cells' variables already
+        // have, not past where it started (so that it can still free them).
+        if self.max_memory > 0 {
+            let ceiling = self.max_memory.max(crate::memory::live_bytes());
+            self.memory_ceiling.store(ceiling, Ordering::Relaxed);
+        }
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctx.clone());
         let result = self
             .engine

@@ -6,6 +6,11 @@
 mod log;
 mod trim;
 
+/// Counts the heap, for `--max-memory-mib`.
+#[global_allocator]
+static ALLOCATOR: kernelgate_kernel::memory::CountingAllocator =
+    kernelgate_kernel::memory::CountingAllocator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,7 +19,8 @@ use kernelgate_wire::Transport;
 
 const USAGE: &str = "\
 Usage: kernelgate-kernel [-f FILE] [--ip ADDR] [--transport tcp|ipc] [--max-operations N]
-                         [--max-message-size BYTES] [--replay-window SECONDS] [--log LEVEL]
+                         [--max-memory-mib MIB] [--max-message-size BYTES]
+                         [--replay-window SECONDS] [--log LEVEL]
 
 Runs the kernelgate built-in Rhai kernel (as `kernelgate kernel` does).
 
@@ -23,6 +29,8 @@ Runs the kernelgate built-in Rhai kernel (as `kernelgate kernel` does).
       --ip ADDR               address to listen on (tcp) or socket path prefix (ipc)
       --transport tcp|ipc     ZeroMQ transport (default tcp)
       --max-operations N      Rhai operations per cell before it is stopped as a runaway
+      --max-memory-mib MIB    heap the kernel may hold, earlier cells' variables included,
+                              before the running cell is stopped (default 1024; 0: no limit)
       --max-message-size N    largest message accepted, in bytes (default 67108864)
       --replay-window SECONDS how old (by its date, when it arrived) a request may be and still
                               be accepted (default 60); fractions allowed
@@ -94,6 +102,10 @@ fn parse(args: &[String]) -> Result<Option<(StandaloneOptions, String)>, String>
                 }
             }
             "--max-operations" => options.max_operations = number(flag, &value()?)?,
+            "--max-memory-mib" => {
+                let mib: usize = number(flag, &value()?)?;
+                options.max_memory = mib.saturating_mul(1 << 20);
+            }
             "--max-message-size" => options.max_message_size = number(flag, &value()?)?,
             "--replay-window" => {
                 options.replay_window = standalone::parse_replay_window(&value()?)
