@@ -139,3 +139,70 @@ fn listening_beyond_loopback_without_tls_is_refused() {
         assert!(out.stdout.is_empty(), "{ip}: printed a URL");
     }
 }
+
+/// Starts a kernel of kernelspec `name` through the REST API: the status code.
+fn post_kernel(url: &str, token: &str, name: &str) -> u16 {
+    use std::io::{Read, Write};
+    let hostport = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let body = format!("{{\"name\": \"{name}\"}}");
+    let req = format!(
+        "POST /api/kernels HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\
+         Authorization: token {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    common::parse_http(&out).0
+}
+
+#[test]
+fn starting_kernels_prints_a_progress_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A kernel that takes 1.5 s to start: the progress line comes once a second.
+    let spec = dir.path().join("kernelspecs/slow");
+    std::fs::create_dir_all(&spec).expect("spec dir");
+    let argv = serde_json::json!([
+        "sh",
+        "-c",
+        "sleep 1.5; exec \"$0\" kernel -f \"$1\"",
+        common::BIN,
+        "{connection_file}"
+    ]);
+    std::fs::write(
+        spec.join("kernel.json"),
+        serde_json::json!({"argv": argv, "display_name": "slow", "language": "rhai"}).to_string(),
+    )
+    .expect("kernel.json");
+    // Unsandboxed: a foreign kernelspec may not run a binary from the build directory.
+    let serve = Serve::start(dir.path(), &[OsStr::new("--sandbox"), OsStr::new("off")]);
+    let posts: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, token) = (serve.url.clone(), serve.token.clone());
+            std::thread::spawn(move || post_kernel(&url, &token, "slow"))
+        })
+        .collect();
+    for p in posts {
+        assert_eq!(p.join().expect("POST thread"), 201);
+    }
+    // The last line comes on the tick after they are ready.
+    let started = Instant::now();
+    while !serve.log().contains("3/3 kernels ready, 0 starting") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no final progress line; log:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = serve.log();
+    assert!(
+        log.contains("kernels ready, 3 starting") || log.contains("kernels ready, 2 starting"),
+        "no progress line while they started; log:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
+    serve.stop();
+}
