@@ -54,6 +54,16 @@ pub struct KernelArgs {
     #[arg(long, value_name = "SECONDS", default_value = "60",
         value_parser = standalone::parse_replay_window, conflicts_with = "kernel")]
     replay_window: std::time::Duration,
+    /// Encrypt every channel with CurveZMQ: a fresh server keypair goes into the connection
+    /// file the kernel writes (a launcher's file brings its own keys). Clients then present
+    /// the file's keypair (jupyter_client's convention), and only that key is admitted,
+    /// unless --curve-clients names the clients (built-in kernel).
+    #[arg(long, conflicts_with = "kernel")]
+    curve: bool,
+    /// With CURVE: admit only the clients whose public certificates (NAME.key, pyzmq's
+    /// format, e.g. from `kernelgate`'s or pyzmq's create_certificates) are in DIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "kernel")]
+    curve_clients: Option<PathBuf>,
     #[command(
         flatten,
         next_help_heading = "Sandbox of a managed kernel (with --kernel)"
@@ -74,6 +84,8 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
         max_memory: args.max_memory_mib.saturating_mul(1 << 20),
         max_message_size: args.max_message_size,
         replay_window: args.replay_window,
+        curve: args.curve,
+        curve_clients: args.curve_clients.clone(),
         after_start: None,
         when_idle: None,
     };

@@ -7,6 +7,7 @@
 //! [`rhai::RhaiKernel`], runs the Rhai scripting language with resource limits; [`standalone`]
 //! runs it as a process (`kernelgate kernel`, and the lean `kernelgate-kernel` binary).
 
+pub mod admission;
 mod answer;
 mod control;
 mod handler;
@@ -20,7 +21,8 @@ mod shell;
 pub mod standalone;
 mod sweep;
 
+pub use admission::{CurveAdmission, ZAP_DOMAIN};
 pub use handler::{Completeness, Completion, Kernel, KernelInfo, MimeBundle, Outcome};
 pub use io::{ExecContext, Flags, InputError};
 pub use kernelgate_wire::Rejections;
-pub use server::{BoundKernel, KernelError, KernelOptions, ZAP_DOMAIN};
+pub use server::{BoundKernel, KernelError, KernelOptions};

@@ -16,15 +16,13 @@ use kernelgate_zmq::{
     poll, Context, PollEvents, PollItem, SecretKey, Socket, SocketConfig, SocketType,
 };
 
+use crate::admission::{self, CurveAdmission, HEARTBEAT_ZAP_DOMAIN, ZAP_DOMAIN};
 use crate::control::{heartbeat_loop, ControlLoop};
 use crate::handler::{Kernel, KernelInfo};
 use crate::history::History;
 use crate::io::{encode_child, Flags, Publisher, Stdin};
 use crate::shell::ShellLoop;
 use kernelgate_wire::Rejections;
-
-/// The ZAP domain of a CURVE kernel's sockets: a ZAP handler admits clients per domain.
-pub const ZAP_DOMAIN: &str = "kernelgate";
 
 /// How long a loop waits before re-checking the shutdown flag.
 const TICK: Duration = Duration::from_millis(100);
@@ -85,6 +83,8 @@ pub struct KernelOptions {
     /// Called on the shell thread once the kernel has sat idle for [`IDLE_AFTER`] after serving
     /// requests (once per idle spell): where a kernel process can give memory back.
     pub when_idle: Option<fn()>,
+    /// With CURVE keys in the connection info: which clients are admitted.
+    pub curve_admission: CurveAdmission,
 }
 
 impl KernelOptions {
@@ -98,12 +98,15 @@ impl KernelOptions {
             sockets: SocketConfig::default(),
             history_entries: 10_000,
             when_idle: None,
+            curve_admission: CurveAdmission::default(),
         }
     }
 }
 
 /// A kernel whose sockets are bound (so its connection info is final) but not yet running.
 pub struct BoundKernel {
+    // Declared first, so dropped first: the ZAP handler's sockets close before the context.
+    _zap: Option<kernelgate_zmq::zap::ZapHandle>,
     _ctx: Context,
     info: ConnectionInfo,
     kernel_id: String,
@@ -129,7 +132,13 @@ fn bind_channel(
     if let Some(secret) = curve {
         socket.set_curve_server(true)?;
         socket.set_curve_secretkey(secret)?;
-        socket.set_zap_domain(ZAP_DOMAIN)?;
+        let domain = if channel == Channel::Heartbeat {
+            HEARTBEAT_ZAP_DOMAIN
+        } else {
+            ZAP_DOMAIN
+        };
+        socket.set_zap_domain(domain)?;
+        socket.set_zap_enforce_domain(true)?;
     }
     let port = info.port(channel);
     match info.transport {
@@ -189,6 +198,11 @@ impl BoundKernel {
             ),
             None => None,
         };
+        // Before any CURVE socket is bound: until it runs, libzmq would admit any client.
+        let zap = match &curve {
+            Some(secret) => Some(admission::start(ctx, &options.curve_admission, secret)?),
+            None => None,
+        };
         let sc = &options.sockets;
         let c = curve.as_ref();
         let shell = bind_channel(ctx, SocketType::Router, &mut info, Channel::Shell, sc, c)?;
@@ -198,6 +212,7 @@ impl BoundKernel {
         let hb = bind_channel(ctx, SocketType::Rep, &mut info, Channel::Heartbeat, sc, c)?;
         let session = Session::new(signer, options.session);
         Ok(BoundKernel {
+            _zap: zap,
             _ctx: ctx.clone(),
             info,
             kernel_id: options.kernel_id,

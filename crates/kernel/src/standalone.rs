@@ -11,6 +11,7 @@ use std::sync::Arc;
 use kernelgate_wire::{Channel, ConnectionInfo, Rejections, Transport};
 use kernelgate_zmq::files;
 
+use crate::admission::CurveAdmission;
 use crate::io::Flags;
 use crate::rhai::{RhaiKernel, RhaiLimits};
 use crate::server::{BoundKernel, KernelOptions};
@@ -35,6 +36,13 @@ pub struct StandaloneOptions {
     pub max_message_size: usize,
     /// How old (by its header's date, when it arrived) a request may be and still be accepted.
     pub replay_window: std::time::Duration,
+    /// Encrypt every channel with CURVE: a fresh server keypair goes into the connection file
+    /// the kernel writes (a launcher's file brings its own keys).
+    pub curve: bool,
+    /// With CURVE: a directory of client public certificates (`NAME.key`, pyzmq's format); only
+    /// those clients are admitted. `None`: clients present the connection file's keypair, as
+    /// jupyter_client does, and only that key is admitted.
+    pub curve_clients: Option<PathBuf>,
     /// Called once the sockets are bound and the interpreter is built, just before serving.
     pub after_start: Option<fn()>,
     /// Called on the shell thread once the kernel has sat idle for a second after serving
@@ -52,6 +60,8 @@ impl Default for StandaloneOptions {
             max_memory: RhaiLimits::default().max_memory,
             max_message_size: 64 << 20,
             replay_window: kernelgate_wire::ReplayConfig::default().window,
+            curve: false,
+            curve_clients: None,
             after_start: None,
             when_idle: None,
         }
@@ -91,6 +101,7 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
     let ctx = kernelgate_zmq::Context::new().map_err(|e| fail("creating the ZeroMQ context", e))?;
     let mut kernel_options = KernelOptions::new(info);
     kernel_options.when_idle = options.when_idle;
+    kernel_options.curve_admission = admission(&options, &kernel_options.connection)?;
     if let Some(replay) = kernel_options.session.replay.as_mut() {
         replay.window = options.replay_window;
     }
@@ -139,6 +150,38 @@ pub fn run(options: StandaloneOptions) -> Result<Arc<Rejections>, StandaloneErro
     bound
         .run(kernel, flags)
         .map_err(|e| fail("running the kernel", e))
+}
+
+/// Which CURVE clients the kernel admits (see [`StandaloneOptions::curve_clients`]).
+fn admission(
+    options: &StandaloneOptions,
+    info: &ConnectionInfo,
+) -> Result<CurveAdmission, StandaloneError> {
+    let encrypted = info.curve_secretkey.is_some();
+    if options.curve && !encrypted {
+        return Err(StandaloneError(
+            "--curve: the connection file given has no CURVE keys (the kernel makes keys only \
+             for a file it writes itself)"
+                .into(),
+        ));
+    }
+    let Some(dir) = &options.curve_clients else {
+        return Ok(CurveAdmission::ConnectionFile);
+    };
+    if !encrypted {
+        return Err(StandaloneError(
+            "--curve-clients needs CURVE keys: give --curve, or a connection file with them".into(),
+        ));
+    }
+    let keys = kernelgate_zmq::zap::load_public_keys_from_dir(dir)
+        .map_err(|e| fail(format_args!("client certificates in {}", dir.display()), e))?;
+    if keys.is_empty() {
+        return Err(StandaloneError(format!(
+            "no client certificates (NAME.key) in {}",
+            dir.display()
+        )));
+    }
+    Ok(CurveAdmission::Clients(keys))
 }
 
 /// The socket files of an ipc kernel, removed when it stops: libzmq leaves them behind (it
@@ -204,6 +247,12 @@ fn connection(
     let mut info = ConnectionInfo::generate(options.transport, &options.ip)
         .map_err(|e| fail("generating the connection info", e))?;
     info.kernel_name = "rhai".into();
+    if options.curve {
+        let (public, secret) =
+            kernelgate_zmq::curve_keypair().map_err(|e| fail("making a CURVE keypair", e))?;
+        info.curve_publickey = Some(public);
+        info.curve_secretkey = Some(kernelgate_wire::Key::new(secret.as_z85().as_bytes()));
+    }
     let path = match &options.connection_file {
         Some(p) => p.clone(),
         None => {

@@ -13,6 +13,9 @@ pub struct DomainPolicy {
     pub allow_null: bool,
     /// CURVE client public keys that may connect.
     pub curve_clients: HashSet<PublicKey>,
+    /// Admit any CURVE client key (the connection is still encrypted to the server's key):
+    /// only for sockets whose traffic is worth nothing to a stranger, like a heartbeat echo.
+    pub curve_any_client: bool,
     /// Peer IP addresses refused whatever their credentials.
     pub deny_addresses: HashSet<IpAddr>,
 }
@@ -22,6 +25,14 @@ impl DomainPolicy {
     pub fn curve(clients: impl IntoIterator<Item = PublicKey>) -> Self {
         Self {
             curve_clients: clients.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// A CURVE domain admitting any client key (see [`DomainPolicy::curve_any_client`]).
+    pub fn curve_any() -> Self {
+        Self {
+            curve_any_client: true,
             ..Self::default()
         }
     }
@@ -116,11 +127,13 @@ impl Policy {
             b"NULL" => Decision::deny("NULL mechanism not allowed"),
             b"CURVE" => match req.credentials {
                 [key] => match PublicKey::parse(key) {
-                    Ok(k) if rules.curve_clients.contains(&k) => Decision {
-                        allowed: true,
-                        reason: "OK",
-                        user_id: k.to_z85(),
-                    },
+                    Ok(k) if rules.curve_any_client || rules.curve_clients.contains(&k) => {
+                        Decision {
+                            allowed: true,
+                            reason: "OK",
+                            user_id: k.to_z85(),
+                        }
+                    }
                     Ok(_) => Decision::deny("unknown client key"),
                     Err(_) => Decision::deny("malformed client key"),
                 },
@@ -166,5 +179,9 @@ mod tests {
         );
         p.set_domain("n", DomainPolicy::null());
         assert!(p.decide(&req(b"n", b"NULL", &[])).allowed);
+        p.set_domain("any", DomainPolicy::curve_any());
+        assert!(p.decide(&req(b"any", b"CURVE", &bad)).allowed);
+        assert!(!p.decide(&req(b"any", b"NULL", &[])).allowed);
+        assert!(!p.decide(&req(b"any", b"CURVE", &[vec![1u8; 5]])).allowed);
     }
 }

@@ -20,7 +20,8 @@ use kernelgate_wire::Transport;
 const USAGE: &str = "\
 Usage: kernelgate-kernel [-f FILE] [--ip ADDR] [--transport tcp|ipc] [--max-operations N]
                          [--max-memory-mib MIB] [--max-message-size BYTES]
-                         [--replay-window SECONDS] [--log LEVEL]
+                         [--replay-window SECONDS] [--curve [--curve-clients DIR]]
+                         [--log LEVEL]
 
 Runs the kernelgate built-in Rhai kernel (as `kernelgate kernel` does).
 
@@ -34,6 +35,10 @@ Runs the kernelgate built-in Rhai kernel (as `kernelgate kernel` does).
       --max-message-size N    largest message accepted, in bytes (default 67108864)
       --replay-window SECONDS how old (by its date, when it arrived) a request may be and still
                               be accepted (default 60); fractions allowed
+      --curve                 encrypt every channel with CurveZMQ (fresh keys in the connection
+                              file the kernel writes); clients present the file's keypair
+      --curve-clients DIR     admit only the clients whose public certificates (NAME.key) are
+                              in DIR
       --log LEVEL             error, warn, info (default; also KERNELGATE_LOG), debug, trace, off
 ";
 
@@ -107,6 +112,8 @@ fn parse(args: &[String]) -> Result<Option<(StandaloneOptions, String)>, String>
                 options.max_memory = mib.saturating_mul(1 << 20);
             }
             "--max-message-size" => options.max_message_size = number(flag, &value()?)?,
+            "--curve" => options.curve = true,
+            "--curve-clients" => options.curve_clients = Some(PathBuf::from(value()?)),
             "--replay-window" => {
                 options.replay_window = standalone::parse_replay_window(&value()?)
                     .map_err(|e| format!("{flag}: {e}"))?
