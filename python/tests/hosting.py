@@ -21,7 +21,7 @@ PY_SPECS = Path(sys.prefix) / "share/jupyter/kernels"
 class Host:
     """A `kernelgate serve` of our own, every file of it under tmp."""
 
-    def __init__(self, tmp: Path, sandbox: str = "on"):
+    def __init__(self, tmp: Path, sandbox: str = "on", extra=()):
         self.tmp = tmp
         self.runtime = tmp / "runtime"
         self.token_file = tmp / "token"
@@ -38,7 +38,7 @@ class Host:
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--port", "0", "--token-file", str(self.token_file),
              "--kernel-dirs", str(PY_SPECS), "--sandbox", sandbox,
-             "--kernel-work-root", str(tmp / "work"), "--hb-interval", "1"],
+             "--kernel-work-root", str(tmp / "work"), "--hb-interval", "1", *extra],
             stdout=subprocess.PIPE, stderr=self.log, env=env)
         line = self.proc.stdout.readline().decode()
         match = re.search(r":(\d+)/\?token=", line)

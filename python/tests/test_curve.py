@@ -115,3 +115,47 @@ def test_curve_clients_admits_only_the_certificates_given(curve_kernel, tmp_path
     assert shell_request(info, *zmq.curve_keypair()) is None
     assert shell_request(info, *alice)["msg_type"] == "kernel_info_reply", "alice still served"
     assert proc.poll() is None
+
+
+def test_jupyter_client_requiring_encryption_launches_the_builtin_kernel(tmp_path):
+    """jupyter_client's own CURVE provisioning (transport_encryption="required") accepts the
+    installed rhai kernelspec and runs cells over it."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="rhai", transport_encryption="required")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=TIMEOUT)
+        info = json.loads(open(km.connection_file).read())
+        assert len(info.get("curve_publickey", "")) == 40
+        reply = kc.execute_interactive("6 * 7", timeout=TIMEOUT)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize("kernel", ["rhai", "python3"])
+def test_serve_curve_encrypts_what_the_host_says_to_its_kernels(tmp_path, kernel):
+    """`kernelgate serve --curve`: the host talks CURVE to the built-in kernel and to ipykernel,
+    so another local user subscribing to a kernel's IOPub port reads nothing."""
+    from hosting import Host
+
+    host = Host(tmp_path, extra=["--curve"])
+    try:
+        kernel_id = host.start(kernel)["id"]
+        info = json.loads((host.runtime / f"kernel-{kernel_id}.json").read_text())
+        assert len(info.get("curve_publickey", "")) == 40
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.linger = 0
+        sub.subscribe(b"")
+        sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+        time.sleep(0.3)
+        code = 'print("over curve")' if kernel == "python3" else 'print("over curve")'
+        assert host.execute(kernel_id, code) == ("over curve\n", "ok")
+        assert not sub.poll(500), "a plaintext subscriber read IOPub"
+        sub.close()
+    finally:
+        host.close()

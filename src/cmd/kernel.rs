@@ -55,10 +55,11 @@ pub struct KernelArgs {
         value_parser = standalone::parse_replay_window, conflicts_with = "kernel")]
     replay_window: std::time::Duration,
     /// Encrypt every channel with CurveZMQ: a fresh server keypair goes into the connection
-    /// file the kernel writes (a launcher's file brings its own keys). Clients then present
-    /// the file's keypair (jupyter_client's convention), and only that key is admitted,
-    /// unless --curve-clients names the clients (built-in kernel).
-    #[arg(long, conflicts_with = "kernel")]
+    /// file (a launcher's file brings its own keys). Clients present the file's keypair
+    /// (jupyter_client's convention). The built-in kernel admits only that key, unless
+    /// --curve-clients names the clients; with --kernel, the kernelspec must list `curve` in
+    /// `metadata.supported_encryption` (ipykernel's does), and it admits what it admits.
+    #[arg(long)]
     curve: bool,
     /// With CURVE: admit only the clients whose public certificates (NAME.key, pyzmq's
     /// format, e.g. from `kernelgate`'s or pyzmq's create_certificates) are in DIR.

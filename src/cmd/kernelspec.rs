@@ -134,7 +134,7 @@ fn install(dir: &Path) -> anyhow::Result<()> {
         "language": "rhai",
         "interrupt_mode": "message",
         "kernel_protocol_version": kernelgate_wire::PROTOCOL_VERSION,
-        "metadata": { "kernelgate": { "builtin": true } },
+        "metadata": { "kernelgate": { "builtin": true }, "supported_encryption": ["curve"] },
     });
     let path = dir.join("kernel.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)

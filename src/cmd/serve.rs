@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// Listen beyond loopback without TLS (the token then crosses the network in clear).
     #[arg(long)]
     insecure_http: bool,
+    /// Encrypt the traffic between the host and every kernel whose kernelspec supports it
+    /// (`metadata.supported_encryption` lists `curve`: the built-in kernel and ipykernel) with
+    /// CurveZMQ, so that no other local user can read a kernel's output off its ports.
+    #[arg(long)]
+    curve: bool,
     /// Kernelspec directories (each holding NAME/kernel.json); replaces the Jupyter path search.
     #[arg(long, value_delimiter = ',')]
     kernel_dirs: Vec<PathBuf>,
@@ -144,6 +149,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     config.default_kernel = args.default_kernel.clone();
+    config.provision.curve = args.curve;
+    if args.curve {
+        let plain: Vec<&String> = config
+            .specs
+            .iter()
+            .filter(|(_, s)| !kernelgate_host::provision::supports_curve(&s.spec))
+            .map(|(name, _)| name)
+            .collect();
+        if !plain.is_empty() {
+            eprintln!("kernelgate: warning: --curve: these kernelspecs do not support CURVE and run unencrypted: {plain:?}");
+        }
+    }
     config.origins = OriginPolicy {
         allow: args.allow_origins.clone(),
     };

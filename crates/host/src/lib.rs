@@ -137,6 +137,7 @@ impl HostConfig {
                 prefix: String::new(),
                 hook: None,
                 env_remove: vec!["KERNELGATE_TOKEN_FILE".into()],
+                curve: false,
             },
             specs,
             default_kernel: BUILTIN_KERNEL.into(),

@@ -83,6 +83,9 @@ pub struct ProvisionConfig {
     pub hook: Option<Arc<dyn LaunchHook>>,
     /// Environment variables never passed to kernels.
     pub env_remove: Vec<String>,
+    /// Encrypt every kernel whose kernelspec supports it (`metadata.supported_encryption`
+    /// includes `curve`) with CurveZMQ: its connection file gets a fresh keypair.
+    pub curve: bool,
 }
 
 /// A launched kernel process.
@@ -119,6 +122,20 @@ fn lerr(msg: impl Into<String>) -> LaunchError {
 /// The connection file path of kernel `id`.
 pub fn connection_file_path(config: &ProvisionConfig, id: &str) -> PathBuf {
     config.runtime_dir.join(format!("kernel-{id}.json"))
+}
+
+/// Whether a kernelspec says its kernel speaks CURVE (`metadata.supported_encryption`: a list
+/// holding "curve", or that string, as jupyter_client reads it).
+pub fn supports_curve(spec: &KernelSpec) -> bool {
+    let is_curve = |v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case("curve"))
+    };
+    match spec.metadata.get("supported_encryption") {
+        Some(serde_json::Value::Array(list)) => list.iter().any(is_curve),
+        Some(one) => is_curve(one),
+        None => false,
+    }
 }
 
 /// Five distinct free TCP ports on `ip`, found by binding port 0 (all five held open together,
@@ -160,11 +177,19 @@ pub async fn launch_at(
 ) -> Result<Launched, LaunchError> {
     let _ = std::fs::remove_file(&path);
     let mut info = None;
-    // A sandboxed kernel binds only ports it was given: we write every connection file then.
-    if !spec.writes_own_connection_file || config.hook.is_some() {
+    let curve = config.curve && supports_curve(&spec.spec);
+    // A sandboxed kernel binds only ports it was given, and an encrypted one gets its keys
+    // from us: we write every connection file then.
+    if !spec.writes_own_connection_file || config.hook.is_some() || curve {
         let mut ci = ConnectionInfo::generate(Transport::Tcp, &config.ip)
             .map_err(|e| lerr(e.to_string()))?;
         ci.kernel_name = spec.name.clone();
+        if curve {
+            let (public, secret) = kernelgate_zmq::curve_keypair()
+                .map_err(|e| lerr(format!("making a CURVE keypair: {e}")))?;
+            ci.curve_publickey = Some(public);
+            ci.curve_secretkey = Some(kernelgate_wire::Key::new(secret.as_z85().as_bytes()));
+        }
         let ports = pick_ports(&config.ip).map_err(|e| lerr(format!("picking ports: {e}")))?;
         for (ch, port) in [
             Channel::Shell,
@@ -322,7 +347,10 @@ pub fn builtin_spec(exe: &Path) -> LaunchSpec {
         language: "rhai".into(),
         env: BTreeMap::new(),
         interrupt_mode: InterruptMode::Signal,
-        metadata: serde_json::Map::new(),
+        metadata: serde_json::Map::from_iter([(
+            "supported_encryption".to_owned(),
+            serde_json::json!(["curve"]),
+        )]),
         kernel_protocol_version: Some(kernelgate_wire::PROTOCOL_VERSION.into()),
         extra: serde_json::Map::new(),
     };

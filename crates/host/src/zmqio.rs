@@ -67,8 +67,24 @@ pub fn open(
     // is retried within 50 ms, not after libzmq's backoff of up to a second (which, with many
     // kernels starting at once, made each wait out whole backoff steps).
     socket.set_reconnect_ivl(Duration::from_millis(2), RECONNECT_MAX)?;
+    if let Some((server, secret)) = curve_keys(info)? {
+        // jupyter_client's convention, which the built-in kernel admits: the client presents
+        // the connection file's keypair (the host wrote that file, or can read it).
+        socket.configure_curve_client(&server, &server, &secret)?;
+    }
     socket.connect(&info.endpoint(channel))?;
     AsyncSocket::new(socket)
+}
+
+/// The kernel's CURVE public and secret key, when its connection info has them.
+fn curve_keys(
+    info: &ConnectionInfo,
+) -> kernelgate_zmq::Result<Option<(kernelgate_zmq::PublicKey, kernelgate_zmq::SecretKey)>> {
+    let (Some(public), Some(secret)) = (&info.curve_publickey, &info.curve_secretkey) else {
+        return Ok(None);
+    };
+    let secret = kernelgate_zmq::SecretKey::from_z85(&String::from_utf8_lossy(secret.expose()))?;
+    Ok(Some((kernelgate_zmq::PublicKey::from_z85(public)?, secret)))
 }
 
 /// A session signing with the kernel's key, for the host's own requests.

@@ -151,3 +151,50 @@ async fn a_client_that_stops_reading_costs_at_most_the_iopub_budget() {
     drop((stalled, active));
     h.stop().await;
 }
+
+/// With CURVE on, the host speaks it to the built-in kernel: cells run over the WebSocket, a
+/// plaintext subscriber to the kernel's IOPub reads nothing, and after a crash the restarted
+/// kernel (fresh keys) is reached the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curve_kernels_are_reached_encrypted_also_after_a_restart() {
+    let h = TestHost::start(|c| c.provision.curve = true).await;
+    let id = h.start_kernel(None).await;
+    let mut ws = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+    let file = h.dir.path().join(format!("runtime/kernel-{id}.json"));
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let first_key = info["curve_publickey"].as_str().unwrap().to_owned();
+    assert_eq!(first_key.len(), 40);
+    let port = info["iopub_port"].as_u64().unwrap();
+    let eavesdropper = tokio::task::spawn_blocking(move || {
+        let ctx = kernelgate_zmq::Context::new().unwrap();
+        let sub = ctx.socket(kernelgate_zmq::SocketType::Sub).unwrap();
+        sub.subscribe(b"").unwrap();
+        sub.set_linger(Some(Duration::ZERO)).unwrap();
+        sub.set_rcvtimeo(Some(Duration::from_secs(3))).unwrap();
+        sub.connect(&format!("tcp://127.0.0.1:{port}")).unwrap();
+        sub.recv_multipart(false).is_ok()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let (out, _, status) = execute(&mut ws, true, r#"print("private")"#).await;
+        assert_eq!((out.as_str(), status.as_str()), ("private\n", "ok"));
+    }
+    assert!(
+        !eavesdropper.await.unwrap(),
+        "a plaintext subscriber read the kernel's IOPub"
+    );
+
+    let pid = h.host.shared.registry.get(&id).unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_status(&mut ws, true, "restarting", T).await;
+    wait_status(&mut ws, true, "idle", T).await;
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_ne!(info["curve_publickey"].as_str(), Some(first_key.as_str()));
+    let (_, r, _) = execute(&mut ws, true, "6 * 7").await;
+    assert_eq!(r, "42");
+    h.stop().await;
+}

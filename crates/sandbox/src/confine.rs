@@ -81,9 +81,9 @@ impl Confinement {
         for dir in &plan.write_dirs {
             created = allow(created, dir, AccessFs::from_all(abi))?;
         }
-        let device = file_only & !BitFlags::from(AccessFs::Execute);
-        for dev in &plan.device_files {
-            created = allow_if_present(created, dev, device)?;
+        let read_write = file_only & !BitFlags::from(AccessFs::Execute);
+        for file in &plan.read_write_files {
+            created = allow_if_present(created, file, read_write)?;
         }
         if support.abi >= 4 {
             for &port in &plan.bind_ports {

@@ -199,8 +199,9 @@ pub struct Plan {
     pub read_files: Vec<PathBuf>,
     /// Full access beneath.
     pub write_dirs: Vec<PathBuf>,
-    /// Read and write, one device each.
-    pub device_files: Vec<PathBuf>,
+    /// Read and write (no execute), one file each: devices, and the kernel's own connection
+    /// file (ipykernel rewrites it when it holds CURVE keys).
+    pub read_write_files: Vec<PathBuf>,
     /// TCP ports it may bind (its own).
     pub bind_ports: Vec<u16>,
     /// TCP ports it may connect to.
@@ -274,7 +275,8 @@ pub fn plan(
     {
         push_unique(&mut plan.write_dirs, p);
     }
-    plan.device_files = DEVICE_FILES.iter().map(PathBuf::from).collect();
+    plan.read_write_files = DEVICE_FILES.iter().map(PathBuf::from).collect();
+    plan.read_write_files.push(kernel.connection_file.clone());
     plan.bind_ports = own_ports.to_vec();
     let network = overrides.and_then(|o| o.network).unwrap_or(policy.network);
     if network == NetworkPolicy::Default {
@@ -311,7 +313,8 @@ impl Plan {
                 )));
             }
         }
-        for file in self.read_files.iter().filter(|f| f.as_path() != own_file) {
+        let files = self.read_files.iter().chain(&self.read_write_files);
+        for file in files.filter(|f| f.as_path() != own_file) {
             if let Some(secret) = secrets.iter().find(|s| file.starts_with(s)) {
                 return Err(PolicyError(format!(
                     "sandbox rule for {} would open {} to the kernel",

@@ -35,6 +35,10 @@ pub(super) fn run(args: &KernelArgs, name: &str) -> anyhow::Result<ExitCode> {
 
 async fn manage(args: &KernelArgs, name: &str) -> anyhow::Result<ExitCode> {
     let spec = find_spec(&args.kernel_dirs, name)?;
+    anyhow::ensure!(
+        !args.curve || provision::supports_curve(&spec.spec),
+        "--curve: kernelspec {name} does not list curve in metadata.supported_encryption"
+    );
     let runtime_dir = files::runtime_dir();
     files::ensure_private_dir(&runtime_dir)
         .with_context(|| format!("runtime directory {}", runtime_dir.display()))?;
@@ -46,6 +50,7 @@ async fn manage(args: &KernelArgs, name: &str) -> anyhow::Result<ExitCode> {
         prefix: String::new(),
         hook: args.sandbox.hook(vec![runtime_dir], Vec::new())?,
         env_remove: vec!["KERNELGATE_TOKEN_FILE".into()],
+        curve: args.curve,
     };
     let path = match &args.connection_file {
         // The kernel starts in its own working directory: give it an absolute path.
