@@ -82,7 +82,7 @@ def of_type(outputs, t):
 class Managed:
     """`kernelgate kernel --kernel python3` with every file under tmp."""
 
-    def __init__(self, tmp: Path, sandbox: str):
+    def __init__(self, tmp: Path, sandbox: str, extra=()):
         assert importlib.util.find_spec("ipykernel"), f"ipykernel is not installed in {VENV}"
         assert (PY_SPECS / "python3/kernel.json").is_file(), f"no python3 kernelspec in {PY_SPECS}"
         self.tmp = tmp
@@ -100,7 +100,7 @@ class Managed:
             self.proc = subprocess.Popen(
                 [str(BIN), "kernel", "--kernel", "python3", "--kernel-dirs", str(PY_SPECS),
                  "-f", str(self.conn), "--sandbox", sandbox,
-                 "--kernel-work-root", str(self.work)],
+                 "--kernel-work-root", str(self.work), *extra],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         self.kernel_pid = None
         self.kc = None
@@ -161,8 +161,8 @@ class Managed:
 def managed(tmp_path):
     made = []
 
-    def start(sandbox):
-        m = Managed(tmp_path, sandbox)
+    def start(sandbox, *extra):
+        m = Managed(tmp_path, sandbox, extra)
         made.append(m)
         return m
 
@@ -235,4 +235,27 @@ def test_managed_ipykernel_without_sandbox_sees_the_runtime_dir(managed):
     assert "other-kernel.json" in seen["listing"], seen
     assert seen["secret"] == "{}", seen
     assert not Path(seen["cwd"]).is_relative_to(m.work), seen
+    m.stop()
+
+
+def test_managed_ipykernel_with_curve_in_the_sandbox(managed):
+    """`kernelgate kernel --kernel python3 --curve`: ipykernel gets CURVE keys in its connection
+    file (and may rewrite it, as it always does then, inside the sandbox); jupyter_client connects
+    with them, and a plaintext subscriber reads nothing of its output."""
+    import zmq
+
+    m = managed("on", "--curve")
+    kc = m.wait_ready()
+    info = json.loads(m.conn.read_text())
+    assert len(info.get("curve_publickey", "")) == 40
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(b"")
+    sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+    time.sleep(0.3)
+    reply, out = run(kc, "print('private')")
+    assert reply["content"]["status"] == "ok"
+    assert "".join(x["content"]["text"] for x in of_type(out, "stream")) == "private\n"
+    assert not sub.poll(500), "a plaintext subscriber read IOPub"
+    sub.close()
     m.stop()
