@@ -6,8 +6,8 @@ installed into a temporary JUPYTER_PATH so the tests never touch the user's conf
 import json
 import os
 import subprocess
-import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,33 +20,26 @@ if not BIN.exists():
 # One kernelspec directory for the whole session, set before jupyter modules read the path.
 _SPECS = Path(tempfile.mkdtemp(prefix="kernelgate-specs-"))
 subprocess.run([str(BIN), "kernelspec", "install", "--prefix", str(_SPECS)], check=True, capture_output=True)
-_signal_dir = _SPECS / "share/jupyter/kernels/rhai-signal"
-_signal_dir.mkdir(parents=True, exist_ok=True)
-_spec = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
-_spec["interrupt_mode"] = "signal"
-_spec["display_name"] = "Rhai (signal interrupts)"
-(_signal_dir / "kernel.json").write_text(json.dumps(_spec))
+
+
+def _variant(name, display_name, extra_argv=(), **fields):
+    """Installs a variant of the rhai kernelspec: its argv plus `extra_argv`, and `fields`."""
+    spec = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
+    spec["argv"] = spec["argv"] + list(extra_argv)
+    spec["display_name"] = display_name
+    spec.update(fields)
+    directory = _SPECS / "share/jupyter/kernels" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "kernel.json").write_text(json.dumps(spec))
+
+
+_variant("rhai-signal", "Rhai (signal interrupts)", interrupt_mode="signal")
 # A kernel with a half-second replay window, to show cells queued behind a longer one still run.
-_window_dir = _SPECS / "share/jupyter/kernels/rhai-short-window"
-_window_dir.mkdir(parents=True, exist_ok=True)
-_window = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
-_window["argv"] = _window["argv"] + ["--replay-window", "0.5"]
-_window["display_name"] = "Rhai (0.5 s replay window)"
-(_window_dir / "kernel.json").write_text(json.dumps(_window))
+_variant("rhai-short-window", "Rhai (0.5 s replay window)", ["--replay-window", "0.5"])
 # A kernel that stops a cell after 100,000 operations.
-_few_dir = _SPECS / "share/jupyter/kernels/rhai-few-operations"
-_few_dir.mkdir(parents=True, exist_ok=True)
-_few = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
-_few["argv"] = _few["argv"] + ["--max-operations", "100000"]
-_few["display_name"] = "Rhai (100,000 operations a cell)"
-(_few_dir / "kernel.json").write_text(json.dumps(_few))
+_variant("rhai-few-operations", "Rhai (100,000 operations a cell)", ["--max-operations", "100000"])
 # A kernel allowed 64 MiB of heap.
-_small_dir = _SPECS / "share/jupyter/kernels/rhai-small-memory"
-_small_dir.mkdir(parents=True, exist_ok=True)
-_small = json.loads((_SPECS / "share/jupyter/kernels/rhai/kernel.json").read_text())
-_small["argv"] = _small["argv"] + ["--max-memory-mib", "64"]
-_small["display_name"] = "Rhai (64 MiB)"
-(_small_dir / "kernel.json").write_text(json.dumps(_small))
+_variant("rhai-small-memory", "Rhai (64 MiB)", ["--max-memory-mib", "64"])
 os.environ["JUPYTER_PATH"] = str(_SPECS / "share/jupyter")
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="kernelgate-runtime-"))
 os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
@@ -65,6 +58,28 @@ def rhai_kernel():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def wait_for_connection_file(conn, proc):
+    """Waits (at most TIMEOUT) for the kernel process `proc` to write `conn`; its contents."""
+    deadline = time.monotonic() + TIMEOUT
+    while not conn.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "kernel did not write its connection file"
+        time.sleep(0.02)
+    return json.loads(conn.read_text())
+
+
+def plaintext_subscriber(info):
+    """A SUB socket without CURVE on the kernel's IOPub, given time to join."""
+    import zmq
+
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(b"")
+    sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+    time.sleep(0.3)
+    return sub
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ certificates in DIR (made by pyzmq's zmq.auth) are admitted. The kernel keeps se
 admitted client throughout."""
 import json
 import subprocess
-import time
 
 import pytest
 import zmq
@@ -14,7 +13,7 @@ import zmq.auth
 from jupyter_client import BlockingKernelClient
 from jupyter_client.session import Session
 
-from conftest import BIN, TIMEOUT
+from conftest import BIN, TIMEOUT, plaintext_subscriber, wait_for_connection_file
 
 REFUSED_WITHIN_MS = 1500
 
@@ -28,12 +27,7 @@ def curve_kernel(tmp_path):
         proc = subprocess.Popen([str(BIN), "kernel", "-f", str(conn), "--curve", *extra],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(proc)
-        deadline = time.monotonic() + TIMEOUT
-        while not conn.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "kernel did not write its connection file"
-            time.sleep(0.02)
-        info = json.loads(conn.read_text())
+        info = wait_for_connection_file(conn, proc)
         assert oct(conn.stat().st_mode & 0o777) == "0o600"
         return info, proc
 
@@ -87,11 +81,7 @@ def test_jupyter_client_with_the_files_keypair_is_admitted_and_others_are_not(cu
         assert shell_request(info, *own)["msg_type"] == "kernel_info_reply"
 
         # Without CURVE nothing can be read from IOPub.
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.linger = 0
-        sub.subscribe(b"")
-        sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
-        time.sleep(0.3)
+        sub = plaintext_subscriber(info)
         kc.execute_interactive('print("secret output")', timeout=TIMEOUT)
         assert not sub.poll(500), "a plaintext subscriber read IOPub"
         sub.close()
@@ -148,13 +138,8 @@ def test_serve_curve_encrypts_what_the_host_says_to_its_kernels(tmp_path, kernel
         kernel_id = host.start(kernel)["id"]
         info = json.loads((host.runtime / f"kernel-{kernel_id}.json").read_text())
         assert len(info.get("curve_publickey", "")) == 40
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.linger = 0
-        sub.subscribe(b"")
-        sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
-        time.sleep(0.3)
-        code = 'print("over curve")' if kernel == "python3" else 'print("over curve")'
-        assert host.execute(kernel_id, code) == ("over curve\n", "ok")
+        sub = plaintext_subscriber(info)
+        assert host.execute(kernel_id, 'print("over curve")') == ("over curve\n", "ok")
         assert not sub.poll(500), "a plaintext subscriber read IOPub"
         sub.close()
     finally:

@@ -1,18 +1,13 @@
 """Unsigned, wrong-key, replayed, truncated, oversized and garbage messages sent to the built-in
 kernel are each refused and counted, while a legitimate client keeps getting answers."""
-import json
-import os
 import subprocess
-import time
-import uuid
-from pathlib import Path
 
 import pytest
 import zmq
 from jupyter_client import BlockingKernelClient
 from jupyter_client.session import Session
 
-from conftest import BIN, TIMEOUT
+from conftest import BIN, TIMEOUT, wait_for_connection_file
 
 LIMIT = 1 << 20
 
@@ -22,12 +17,7 @@ def kernel(tmp_path):
     conn = tmp_path / "kernel.json"
     proc = subprocess.Popen([str(BIN), "kernel", "-f", str(conn), "--max-message-size", str(LIMIT)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + TIMEOUT
-    while not conn.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "kernel did not write its connection file"
-        time.sleep(0.02)
-    info = json.loads(conn.read_text())
+    info = wait_for_connection_file(conn, proc)
     assert oct(conn.stat().st_mode & 0o777) == "0o600"
     kc = BlockingKernelClient()
     kc.load_connection_info(info)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from jupyter_client import BlockingKernelClient
 
-from conftest import BIN, TIMEOUT
+from conftest import BIN, TIMEOUT, plaintext_subscriber
 
 VENV = Path(sys.prefix)
 PY_SPECS = VENV / "share/jupyter/kernels"
@@ -242,17 +242,11 @@ def test_managed_ipykernel_with_curve_in_the_sandbox(managed):
     """`kernelgate kernel --kernel python3 --curve`: ipykernel gets CURVE keys in its connection
     file (and may rewrite it, as it always does then, inside the sandbox); jupyter_client connects
     with them, and a plaintext subscriber reads nothing of its output."""
-    import zmq
-
     m = managed("on", "--curve")
     kc = m.wait_ready()
     info = json.loads(m.conn.read_text())
     assert len(info.get("curve_publickey", "")) == 40
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.linger = 0
-    sub.subscribe(b"")
-    sub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
-    time.sleep(0.3)
+    sub = plaintext_subscriber(info)
     reply, out = run(kc, "print('private')")
     assert reply["content"]["status"] == "ok"
     assert "".join(x["content"]["text"] for x in of_type(out, "stream")) == "private\n"

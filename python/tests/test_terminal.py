@@ -2,7 +2,6 @@
 interrupts the cell; Ctrl-C at an idle kernel stops it cleanly (exit 0, connection file gone).
 Launched by Jupyter (stdin not a terminal), SIGINT always means interrupt: see
 test_jupyter_client.test_interrupt_by_signal."""
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import time
 
 from jupyter_client import BlockingKernelClient
 
-from conftest import BIN, TIMEOUT
+from conftest import BIN, TIMEOUT, wait_for_connection_file
 
 
 def wait_iopub(kc, parent, state):
@@ -30,12 +29,7 @@ def test_ctrl_c_in_a_terminal_interrupts_a_cell_then_stops_the_idle_kernel(tmp_p
     os.close(follower)
     kc = BlockingKernelClient()
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while not conn.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "kernel did not write its connection file"
-            time.sleep(0.02)
-        kc.load_connection_info(json.loads(conn.read_text()))
+        kc.load_connection_info(wait_for_connection_file(conn, proc))
         kc.start_channels()
         kc.wait_for_ready(timeout=TIMEOUT)
 
@@ -73,12 +67,7 @@ def test_ipc_transport_with_jupyter_client(tmp_path):
                             stderr=subprocess.PIPE)
     kc = BlockingKernelClient()
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while not conn.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "kernel did not write its connection file"
-            time.sleep(0.02)
-        info = json.loads(conn.read_text())
+        info = wait_for_connection_file(conn, proc)
         assert info["transport"] == "ipc"
         assert info["ip"] == str(sockets / "kg")
         names = sorted(p.name for p in sockets.iterdir())
