@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kernelgate_wire::{Channel, ConnectionInfo, Rejections, Transport};
+use kernelgate_wire::{ConnectionInfo, Rejections, Transport};
 use kernelgate_zmq::files;
 
 use crate::admission::CurveAdmission;
@@ -191,16 +191,10 @@ fn ipc_socket_files(info: &ConnectionInfo) -> Vec<files::RemoveOnDrop> {
     if info.transport != Transport::Ipc {
         return Vec::new();
     }
-    [
-        Channel::Shell,
-        Channel::IoPub,
-        Channel::Stdin,
-        Channel::Control,
-        Channel::Heartbeat,
-    ]
-    .into_iter()
-    .map(|ch| files::RemoveOnDrop::new(PathBuf::from(format!("{}-{}", info.ip, info.port(ch)))))
-    .collect()
+    info.ports()
+        .into_iter()
+        .map(|(_, port)| files::RemoveOnDrop::new(PathBuf::from(format!("{}-{port}", info.ip))))
+        .collect()
 }
 
 /// SIGTERM and SIGHUP shut down. SIGINT interrupts running code (what Jupyter launchers send);
