@@ -30,6 +30,10 @@ const PENDING_MAX: usize = 64;
 const MAX_ERRORS: u32 = 1000;
 /// Most messages written to the client in one flush.
 const BATCH_MAX: usize = 64;
+/// How often an open connection forgets the expired digests of its replay history. Each admitted
+/// reply sweeps too; this is for a connection gone quiet after a burst, which would otherwise
+/// hold the burst's digests for as long as it stays open.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a message to the kernel may wait for room in its queue (a thousand messages).
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -188,6 +192,9 @@ impl Connection {
         let mut closing = self.host.closing.subscribe();
         let ep = endpoint_rx.borrow_and_update().clone();
         self.reopen(ep);
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.reset();
         tracing::debug!(kernel = %self.kernel.id, protocol = ?self.protocol, "websocket connected");
         loop {
             tokio::select! {
@@ -241,6 +248,11 @@ impl Connection {
                     while self.sockets.is_some() {
                         let Some(m) = self.pending.pop_front() else { break };
                         self.forward(m).await;
+                    }
+                }
+                _ = sweep.tick() => {
+                    if let Some(s) = &self.sockets {
+                        s.session.forget_expired();
                     }
                 }
                 _ = closing.changed() => break,
