@@ -86,6 +86,8 @@ attempt("SIGINT to B", lambda: os.kill(P["pid"], signal.SIGINT))
 for ch in ["shell", "control", "iopub", "hb"]:
     attempt(f"connect to B's {ch} port",
             lambda ch=ch: socket.create_connection((P["ip"], P[ch + "_port"]), timeout=3).close())
+attempt("connect to a Unix socket of the user (systemd, ssh-agent, D-Bus)",
+        lambda: socket.socket(socket.AF_UNIX).connect(P["unix"]))
 attempt("connect to the host API", lambda: socket.create_connection(("127.0.0.1", P["host_port"]), timeout=3).close())
 def api(token):
     req = urllib.request.Request(f"http://127.0.0.1:{P['host_port']}/api/kernels",
@@ -148,13 +150,23 @@ def attack(host, a_id, b_id):
     # B's legitimate client sends a genuine message; its bytes are what a replay re-sends.
     frames = genuine_frames(info, "1 + 1")
     send_genuinely(info, frames)
-    params = dict(
+    # A pathname Unix socket of the same user outside every kernel's files, as systemd's user
+    # manager or ssh-agent keep one (Landlock does not govern connect(2) on these).
+    agent = socket.socket(socket.AF_UNIX)
+    agent_path = host.runtime.parent / f"agent-{uuid.uuid4().hex[:8]}.sock"
+    agent.bind(str(agent_path))
+    agent.listen(8)
+    params = dict(unix=str(agent_path),
         pid=b["pid"], conn=b["conn"], runtime=str(host.runtime), state=str(host.state_file),
         token=str(host.token_file), host_port=host.port, scheme=info["signature_scheme"],
         ip=info["ip"], replay=[base64.b64encode(f).decode() for f in frames],
         **{k: v for k, v in info.items() if k.endswith("_port")})
     blob = base64.b64encode(json.dumps(params).encode()).decode()
-    out, status = host.execute(a_id, ATTACK % blob)
+    try:
+        out, status = host.execute(a_id, ATTACK % blob)
+    finally:
+        agent.close()
+        agent_path.unlink(missing_ok=True)
     assert status == "ok", out
     results = json.loads(out.strip().splitlines()[-1])
     # While A listens on B's iopub, B's legitimate user runs a cell with a secret in its output.
@@ -181,6 +193,8 @@ def check(host, results):
         # Landlock itself refused the connections (EACCES), not a closed port.
         assert "PermissionError" in results["connect to B's shell port"], report
         assert "PermissionError" in results["connect to the host API"], report
+        assert "PermissionError" in results[
+            "connect to a Unix socket of the user (systemd, ssh-agent, D-Bus)"], report
     return report
 
 

@@ -207,6 +207,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut secrets = vec![runtime_dir.clone()];
     secrets.extend(config.state_file.clone());
     secrets.extend(args.token_file.clone());
+    // The TLS private key: a kernel holding it could pose as this host.
+    secrets.extend(args.keyfile.clone());
     config.provision.hook = args.sandbox.hook(secrets, vec![port])?;
 
     let host = Host::new(config, token.clone());

@@ -118,6 +118,8 @@ pub struct HostConfig {
     pub max_connections: usize,
     /// How long a client has to send a request's headers before its connection is closed.
     pub header_read_timeout: Duration,
+    /// How long a WebSocket client may leave a write untaken before it is disconnected.
+    pub ws_write_timeout: Duration,
     /// Bytes of IOPub output a kernel's slowest WebSocket client may fall behind by; past it
     /// that client misses the oldest messages (the newest is always kept, however large).
     pub iopub_buffer: usize,
@@ -148,6 +150,7 @@ impl HostConfig {
             ready_timeout: Duration::from_secs(60),
             post_wait: Duration::from_secs(60),
             state_file: None,
+            ws_write_timeout: Duration::from_secs(30),
             ws_max_message: 64 << 20,
             origins: OriginPolicy::default(),
             max_starting: default_max_starting(),

@@ -28,8 +28,16 @@ pub struct SandboxConfig {
     pub launcher: Option<PathBuf>,
 }
 
-/// Variables naming the host user's directories, which a sandboxed kernel cannot use.
-const HOST_DIR_VARS: [&str; 8] = [
+/// Variables naming the host user's directories, which a sandboxed kernel cannot use, and its
+/// sockets (the filter of [`kernelgate_sandbox::seccomp`] refuses them: tools that would try
+/// them then do not).
+const HOST_DIR_VARS: [&str; 14] = [
+    "DBUS_SESSION_BUS_ADDRESS",
+    "SSH_AUTH_SOCK",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "DOCKER_HOST",
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
@@ -66,6 +74,7 @@ impl SandboxHook {
             .iter()
             .chain(&config.policy.extra_write);
         check_extras(extras, &config)?;
+        check_system_dirs(&config.secrets)?;
         Ok(SandboxHook { config, support })
     }
 
@@ -84,6 +93,21 @@ impl SandboxHook {
             )
         }
     }
+}
+
+/// Every kernel may read the system directories: a secret there (a TLS key under /etc, say)
+/// would be open to all of them, so the host refuses to start rather than every launch failing.
+fn check_system_dirs(secrets: &[PathBuf]) -> Result<(), String> {
+    for dir in policy::SYSTEM_READ_DIRS.map(|d| canonical(Path::new(d))) {
+        if let Some(s) = secrets.iter().find(|s| s.starts_with(&dir)) {
+            return Err(format!(
+                "{} lies in {}, which every sandboxed kernel may read: move it elsewhere",
+                s.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn missing_list(support: &Support) -> String {
@@ -125,8 +149,19 @@ fn check_extras<'a>(
     Ok(())
 }
 
+/// `p` with symlinks resolved, as Landlock will open it. A path that does not exist (yet: a
+/// state file written later) is its nearest existing ancestor, resolved, with the rest
+/// appended, so a symlinked home still compares equal to its target.
 fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    if let Ok(real) = std::fs::canonicalize(p) {
+        return real;
+    }
+    match (p.parent(), p.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+            canonical(parent).join(name)
+        }
+        _ => p.to_path_buf(),
+    }
 }
 
 /// `program` as exec would find it on PATH, then with symlinks resolved.
@@ -189,8 +224,12 @@ impl LaunchHook for SandboxHook {
             programs: resolve_program(ctx.program),
             resource_dir: ctx.spec.resource_dir.as_deref().map(canonical),
         };
-        let plan = policy::plan(&self.config.policy, overrides.as_ref(), &kernel, &ctx.ports);
+        // Checked and applied with symlinks resolved: a rule for a symlinked home must not
+        // pass the checks under its name and then open its target's secrets.
+        let plan = policy::plan(&self.config.policy, overrides.as_ref(), &kernel, &ctx.ports)
+            .map_paths(canonical);
         plan.check_secrets(&self.config.secrets, &kernel.connection_file)
+            .and_then(|()| plan.check_work_root(&self.config.work_root, &work_dir))
             .map_err(|e| e.to_string())?;
         let forbidden: Vec<u16> = self
             .config
@@ -309,6 +348,42 @@ mod tests {
         let mut c = config(&dir);
         c.policy.extra_write = vec![dir.join("shared")];
         assert!(SandboxHook::new(c, Support::at_abi(7)).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_compared_with_symlinks_resolved() {
+        // A home reached through a symlink (/home/u -> /gpfs/u on clusters): a rule naming
+        // the link must not pass the check and then open the target's secrets.
+        let dir =
+            std::env::temp_dir().join(format!("kernelgate-sandbox-link-{}", std::process::id()));
+        let (real, link) = (dir.join("real"), dir.join("link"));
+        assert!(std::fs::create_dir_all(real.join("runtime")).is_ok());
+        assert!(std::os::unix::fs::symlink(&real, &link).is_ok());
+        let refused = |secret: PathBuf, extra: PathBuf| {
+            let mut c = config(&dir);
+            c.secrets = vec![secret];
+            c.policy.extra_read = vec![extra];
+            SandboxHook::new(c, Support::at_abi(7)).is_err()
+        };
+        let existing = refused(real.join("runtime"), link.clone());
+        // A secret that does not exist yet (the state file before its first write).
+        let later = refused(link.join("state.json"), real.clone());
+        let unrelated = refused(real.join("runtime"), dir.join("elsewhere"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            existing && later && !unrelated,
+            "{existing} {later} {unrelated}"
+        );
+    }
+
+    #[test]
+    fn a_secret_in_a_system_directory_is_refused_at_start() {
+        let mut c = config(&std::env::temp_dir());
+        c.secrets.push("/etc/kernelgate-test/key.pem".into());
+        let err = SandboxHook::new(c, Support::at_abi(7))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("every sandboxed kernel may read"), "{err}");
     }
 
     #[test]

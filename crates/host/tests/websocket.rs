@@ -152,6 +152,38 @@ async fn a_client_that_stops_reading_costs_at_most_the_iopub_budget() {
     h.stop().await;
 }
 
+/// A client that takes nothing for `ws_write_timeout` is disconnected: it would otherwise hold
+/// its connection's place, sockets and the kernel's "connected" mark for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_takes_nothing_is_disconnected() {
+    let h = TestHost::start(|c| c.ws_write_timeout = Duration::from_secs(1)).await;
+    let id = h.start_kernel(None).await;
+    let _stalled = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+    let mut active = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
+    let kernel = h.host.shared.registry.get(&id).unwrap();
+    assert_eq!(kernel.connections(), 2);
+    // 40 MiB of output: more than loopback socket buffers hold, so the writes to the stalled
+    // client block.
+    let (_, _, status) = execute(
+        &mut active,
+        true,
+        r#"let s = "x"; for i in 0..16 { s += s; } for i in 0..640 { print(s); }"#,
+    )
+    .await;
+    assert_eq!(status, "ok");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while kernel.connections() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, r, status) = execute(&mut active, true, "6 * 7").await;
+    assert_eq!((r.as_str(), status.as_str()), ("42", "ok"));
+    h.stop().await;
+}
+
 /// With CURVE on, the host speaks it to the built-in kernel: cells run over the WebSocket, a
 /// plaintext subscriber to the kernel's IOPub reads nothing, and after a crash the restarted
 /// kernel (fresh keys) is reached the same way.

@@ -167,8 +167,9 @@ impl Confinement {
     }
 }
 
-/// `no_new_privs` and `landlock_restrict_self` on `ruleset`, after adding the caller's own
-/// `/proc/PID`. Async-signal-safe: no allocation, only system calls.
+/// `no_new_privs`, `landlock_restrict_self` on `ruleset` (after adding the caller's own
+/// `/proc/PID`), then the seccomp filter of [`crate::seccomp`]. Async-signal-safe: no
+/// allocation, only system calls.
 #[allow(unsafe_code)]
 unsafe fn restrict_self(ruleset: &OwnedFd) -> io::Result<()> {
     let fd = ruleset.as_raw_fd();
@@ -179,7 +180,8 @@ unsafe fn restrict_self(ruleset: &OwnedFd) -> io::Result<()> {
     if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    // SAFETY: no_new_privs is set above; the filter is built on the stack.
+    crate::seccomp::install()
 }
 
 /// `struct landlock_path_beneath_attr` (packed, as in the kernel's uapi header).

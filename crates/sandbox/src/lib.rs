@@ -10,7 +10,10 @@
 //!   policy allows (by default DNS, HTTP and HTTPS), so never to another kernel or the host API;
 //! - scopes (ABI 6+): no signals to, and no abstract Unix sockets of, processes outside its
 //!   domain. Landlock also refuses tracing another domain and reading its `/proc/PID/mem` or
-//!   `environ` (ptrace access checks), at every ABI.
+//!   `environ` (ptrace access checks), at every ABI;
+//! - Unix sockets: a seccomp filter ([`seccomp`]) refuses creating them, so a kernel cannot
+//!   connect to the user's systemd manager, ssh-agent or D-Bus session (which Landlock does not
+//!   govern) and have something started outside its domain.
 //!
 //! The split follows the rest of the workspace: [`policy`] is pure (what a kernel may touch),
 //! [`support`] asks the running Linux what it offers, and [`confine`] turns a plan into a
@@ -20,6 +23,7 @@
 pub mod confine;
 pub mod launcher;
 pub mod policy;
+pub mod seccomp;
 pub mod support;
 
 pub use confine::{confine_command, Confinement};

@@ -326,6 +326,53 @@ impl Plan {
         Ok(())
     }
 
+    /// Refuses a plan that would open other kernels' working directories: a directory rule
+    /// that holds `work_root` or lies beneath it outside `own_work_dir`, or a file rule beneath
+    /// it outside `own_work_dir`. (An interpreter installed in the home directory opens its
+    /// prefix, the home, which usually holds the work root.) Paths are compared as given: the
+    /// caller passes canonical ones.
+    pub fn check_work_root(
+        &self,
+        work_root: &Path,
+        own_work_dir: &Path,
+    ) -> Result<(), PolicyError> {
+        let others = |p: &Path| p.starts_with(work_root) && !p.starts_with(own_work_dir);
+        let dirs = self.read_dirs.iter().chain(&self.write_dirs);
+        let files = self.read_files.iter().chain(&self.read_write_files);
+        let opened = dirs
+            .filter(|d| work_root.starts_with(d) || others(d))
+            .chain(files.filter(|f| others(f)))
+            .next();
+        match opened {
+            Some(p) => Err(PolicyError(format!(
+                "sandbox rule for {} would open other kernels' working directories ({}); \
+                 give --work-root outside it, or install the kernel's interpreter elsewhere",
+                p.display(),
+                work_root.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Every path of the plan passed through `resolve` (symlinks resolved, say), so that a
+    /// check compares what Landlock will open, not the names that lead there.
+    pub fn map_paths(&self, resolve: impl Fn(&Path) -> PathBuf) -> Plan {
+        let map = |list: &[PathBuf]| {
+            let mut out = Vec::with_capacity(list.len());
+            for p in list {
+                push_unique(&mut out, &resolve(p));
+            }
+            out
+        };
+        Plan {
+            read_dirs: map(&self.read_dirs),
+            read_files: map(&self.read_files),
+            write_dirs: map(&self.write_dirs),
+            read_write_files: map(&self.read_write_files),
+            ..self.clone()
+        }
+    }
+
     /// Ports that the kernel could reach although it must not (another kernel's, the host's).
     pub fn exposed_ports(&self, forbidden: &[u16]) -> Vec<u16> {
         self.connect_ports
@@ -390,6 +437,35 @@ mod tests {
         assert!(p
             .check_secrets(&["/run/user/1/jupyter".into()], &kernel().connection_file)
             .is_ok());
+    }
+
+    #[test]
+    fn other_kernels_work_dirs_are_never_opened() {
+        let root = Path::new("/home/u/.local/share/kernelgate/kernels");
+        let own = kernel().work_dir;
+        let p = plan(&Policy::default(), None, &kernel(), &[]);
+        assert!(p.check_work_root(root, &own).is_ok());
+        // An interpreter in ~/bin opens ~, which holds the work root.
+        let mut k = kernel();
+        k.programs = vec!["/home/u/bin/python".into()];
+        let p = plan(&Policy::default(), None, &k, &[]);
+        assert!(p.check_work_root(root, &own).is_err());
+        // Beneath the root, only the kernel's own directory.
+        let policy = Policy {
+            extra_read: vec![root.join("b")],
+            ..Policy::default()
+        };
+        let p = plan(&policy, None, &kernel(), &[]);
+        assert!(p.check_work_root(root, &own).is_err());
+    }
+
+    #[test]
+    fn paths_are_mapped_and_deduplicated() {
+        let p = plan(&Policy::default(), None, &kernel(), &[7]);
+        let mapped = p.map_paths(|_| PathBuf::from("/same"));
+        assert_eq!(mapped.read_dirs, vec![PathBuf::from("/same")]);
+        assert_eq!(mapped.write_dirs, vec![PathBuf::from("/same")]);
+        assert_eq!(mapped.bind_ports, vec![7]);
     }
 
     #[test]

@@ -117,3 +117,41 @@ fn unconfined_the_same_script_succeeds() {
     assert!(stdout(&out).contains("other key"));
     assert!(out.status.success());
 }
+
+/// A confined process must not reach a pathname Unix socket (systemd's user manager, ssh-agent,
+/// D-Bus sit behind those; Landlock does not govern connect(2) on them), while anonymous pairs
+/// and TCP sockets still work.
+#[test]
+fn no_unix_sockets_but_socketpairs() {
+    let s = setup();
+    let path = s.root.join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind unix socket");
+    let script = format!(
+        "/usr/bin/python3 -c '
+import socket
+try:
+    socket.socket(socket.AF_UNIX).connect(\"{path}\"); print(\"UNIX-CONNECTED\")
+except PermissionError: print(\"UNIX-REFUSED\")
+a, b = socket.socketpair(); a.send(b\"x\"); print(\"PAIR\", b.recv(1))
+socket.socket(socket.AF_INET); print(\"INET-OK\")
+'",
+        path = path.display()
+    );
+    let out = run_confined(&s, &Policy::default(), &[], &script);
+    let text = stdout(&out);
+    assert!(
+        text.contains("UNIX-REFUSED"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("UNIX-CONNECTED"), "{text}");
+    assert!(text.contains("PAIR b'x'"), "{text}");
+    assert!(text.contains("INET-OK"), "{text}");
+    // The control: unconfined, the same connect succeeds.
+    let out = Command::new("/bin/bash")
+        .args(["-c", &script])
+        .output()
+        .expect("spawn");
+    assert!(stdout(&out).contains("UNIX-CONNECTED"), "{}", stdout(&out));
+    drop(listener);
+}

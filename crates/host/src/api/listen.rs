@@ -2,8 +2,9 @@
 //! connect and never finish a request (slowloris) cannot use up the host's file descriptors,
 //! which its kernels and their sockets need too:
 //! - at most `max` connections are open at once; past that a new one is closed at once;
-//! - a request's headers must arrive within a deadline ([`HEADER_READ_TIMEOUT`] by default;
-//!   hyper's, which needs a timer: `axum::serve` gives it none, so it would silently not apply).
+//! - a request's headers must arrive within a deadline ([`HEADER_READ_TIMEOUT`] by default):
+//!   the first request's by [`super::first_request`], later ones by hyper's (which needs a
+//!   timer: `axum::serve` gives it none, so it would silently not apply).
 //!
 //! A WebSocket, once upgraded, keeps its connection's place until it closes.
 
@@ -19,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::first_request::FirstRequestDeadline;
 use crate::refusals::{HttpRefusal, HttpRefusals};
 
 /// How long a client has by default to send a request's headers (hyper's own default).
@@ -29,8 +31,9 @@ pub(crate) fn server<A>(
     listener: std::net::TcpListener,
     acceptor: A,
     header_read_timeout: Duration,
-) -> io::Result<axum_server::Server<A>> {
+) -> io::Result<axum_server::Server<FirstRequestDeadline<A>>> {
     listener.set_nonblocking(true)?;
+    let acceptor = FirstRequestDeadline::new(acceptor, header_read_timeout);
     let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
     server
         .http_builder()

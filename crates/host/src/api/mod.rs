@@ -1,5 +1,6 @@
 //! The HTTP API: routes, the auth + Origin middleware, JSON errors.
 
+pub mod first_request;
 pub mod listen;
 pub mod rest;
 pub mod ws;
@@ -88,9 +89,15 @@ pub async fn tls_server(
     keyfile: &std::path::Path,
     acceptor: CappedAcceptor,
     header_read_timeout: std::time::Duration,
-) -> std::io::Result<axum_server::Server<RustlsAcceptor<CappedAcceptor>>> {
+) -> std::io::Result<
+    axum_server::Server<first_request::FirstRequestDeadline<RustlsAcceptor<CappedAcceptor>>>,
+> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = RustlsConfig::from_pem_file(certfile, keyfile).await?;
+    // Offer only HTTP/1.1 in ALPN, as the server speaks nothing else (see `listen::server`).
+    let mut config = (*tls.get_inner()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls.reload_from_config(std::sync::Arc::new(config));
     listen::server(
         listener,
         RustlsAcceptor::new(tls).acceptor(acceptor),

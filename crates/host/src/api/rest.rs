@@ -268,13 +268,19 @@ pub async fn restart_kernel(
 ) -> Result<Json<Value>, ApiError> {
     let k = find(&host, &id)?;
     let (tx, rx) = oneshot::channel();
-    k.control(Control::Restart(tx))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
-    match tokio::time::timeout(host.config.post_wait, rx).await {
-        Ok(Ok(Ok(()))) => Ok(Json(k.model())),
-        Ok(Ok(Err(e))) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
-        Ok(Err(_)) => Err(ApiError::new(
+    // Asking and waiting share one deadline: the supervisor's queue may be full while it
+    // launches.
+    let restarted = async {
+        k.control(Control::Restart(tx))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+        Ok::<_, ApiError>(rx.await)
+    };
+    match tokio::time::timeout(host.config.post_wait, restarted).await {
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Ok(Ok(())))) => Ok(Json(k.model())),
+        Ok(Ok(Ok(Err(e)))) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Ok(Ok(Err(_))) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "restart failed",
         )),

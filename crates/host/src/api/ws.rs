@@ -258,7 +258,8 @@ impl Connection {
                 _ = closing.changed() => break,
             }
         }
-        let _ = socket.send(WsMessage::Close(None)).await;
+        let limit = self.host.config.ws_write_timeout;
+        let _ = tokio::time::timeout(limit, socket.send(WsMessage::Close(None))).await;
         tracing::debug!(kernel = %self.kernel.id, "websocket closed");
     }
 
@@ -311,20 +312,35 @@ impl Connection {
 
     /// Sends `first` and whatever else is ready in one write: the five messages of an execute
     /// arrive nearly together, and one flush wakes the client once instead of five times.
+    /// Fails when the write fails or the client has not taken it within the host's
+    /// `ws_write_timeout`: a
+    /// client that stopped reading would otherwise hold this loop (and its connection's place,
+    /// sockets and the kernel's "connected" mark) for good.
     async fn send_batch(
         &mut self,
         socket: &mut WebSocket,
         first: OutFrame,
         iopub_rx: &mut Reader<Arc<Broadcast>>,
-    ) -> Result<(), axum::Error> {
-        socket.feed(ws_message(first)).await?;
-        for _ in 0..BATCH_MAX {
-            let Some(frame) = self.next_ready(iopub_rx) else {
-                break;
-            };
-            socket.feed(ws_message(frame)).await?;
+    ) -> Result<(), ()> {
+        let limit = self.host.config.ws_write_timeout;
+        let write = async {
+            socket.feed(ws_message(first)).await?;
+            for _ in 0..BATCH_MAX {
+                let Some(frame) = self.next_ready(iopub_rx) else {
+                    break;
+                };
+                socket.feed(ws_message(frame)).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                tracing::warn!(kernel = %self.kernel.id, "websocket client took nothing for {} s; closing it", limit.as_secs());
+                Err(())
+            }
         }
-        socket.flush().await
     }
 
     async fn forward(&mut self, mut msg: Incoming) {
