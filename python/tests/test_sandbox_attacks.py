@@ -8,6 +8,7 @@ Needs Linux Landlock ABI 6 or later (signal scoping); the CI machine offers 7. R
 "off" half also shows ptrace and /proc/PID/mem working, which Landlock denies even to root.
 """
 import base64
+import socket
 import json
 import time
 import uuid

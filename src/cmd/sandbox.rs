@@ -77,9 +77,18 @@ fn default_work_root() -> PathBuf {
             std::env::var_os("HOME")
                 .filter(|h| !h.is_empty())
                 .map(|h| PathBuf::from(h).join(".local/share"))
-        })
-        .unwrap_or_else(std::env::temp_dir);
-    data.join("kernelgate/kernels")
+        });
+    match data {
+        Some(data) => data.join("kernelgate/kernels"),
+        // Directly in the (sticky) temporary directory, so that the owner-only check of the
+        // work root is the whole story: under a shared parent such as /tmp/kernelgate, whoever
+        // created that parent could rename the work root away and put their own in its place.
+        None => {
+            use std::os::unix::fs::MetadataExt;
+            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+            std::env::temp_dir().join(format!("kernelgate-{uid}-kernels"))
+        }
+    }
 }
 
 impl SandboxArgs {

@@ -6,7 +6,8 @@ use kernelgate_wire::websocket::{
     decode_legacy_binary, decode_v1, encode_legacy_binary, encode_v1_parts, WsParts,
 };
 use kernelgate_wire::{Channel, RawMessage};
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// Which framing a WebSocket connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,18 +31,23 @@ pub enum OutFrame {
 pub const MAX_PARTS: usize = 1024;
 
 /// A message from a WebSocket client, checked and ready to sign.
+///
+/// Only the header is parsed into values (the host completes it). parent_header, metadata and
+/// content are checked to be JSON objects and kept as the client's text: a tree of values costs
+/// tens of times its text (a 60 MB content of small numbers took 2.4 GB), and the host has no
+/// use for one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incoming {
     /// shell, control or stdin.
     pub channel: Channel,
     /// The header (completed by [`complete_header`]).
     pub header: Map<String, Value>,
-    /// parent_header (an object, maybe empty).
-    pub parent_header: Value,
-    /// metadata (an object).
-    pub metadata: Value,
-    /// content (an object).
-    pub content: Value,
+    /// parent_header: a JSON object, as text (`{}` when none).
+    pub parent_header: Box<str>,
+    /// metadata: a JSON object, as text.
+    pub metadata: Box<str>,
+    /// content: a JSON object, as text.
+    pub content: Box<str>,
     /// Binary buffers.
     pub buffers: Vec<Vec<u8>>,
 }
@@ -57,20 +63,35 @@ impl Incoming {
 
     /// The four signed parts, serialized.
     pub fn signed_parts(&self) -> [Vec<u8>; 4] {
-        let ser = |v: &Value| serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
         [
             serde_json::to_vec(&self.header).unwrap_or_else(|_| b"{}".to_vec()),
-            ser(&self.parent_header),
-            ser(&self.metadata),
-            ser(&self.content),
+            self.parent_header.as_bytes().to_vec(),
+            self.metadata.as_bytes().to_vec(),
+            self.content.as_bytes().to_vec(),
         ]
     }
+
+    /// The approximate memory the message holds (for bounds on queued messages).
+    pub fn size(&self) -> usize {
+        let buffers: usize = self.buffers.iter().map(Vec::len).sum();
+        self.parent_header.len() + self.metadata.len() + self.content.len() + buffers
+    }
+}
+
+/// A legacy JSON message: the header parsed, the bodies kept as text. Other fields (`buffers`,
+/// `msg_id`, ...) are skipped without building values.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    channel: Option<String>,
+    header: Option<Value>,
+    parent_header: Option<Box<RawValue>>,
+    metadata: Option<Box<RawValue>>,
+    content: Option<Box<RawValue>>,
 }
 
 /// Decodes a text frame (legacy JSON).
 pub fn decode_text(text: &str) -> Result<Incoming, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
-    from_value(v, Vec::new(), None)
+    decode_envelope(serde_json::from_str(text), Vec::new())
 }
 
 /// Decodes a binary frame in `protocol`'s framing.
@@ -83,65 +104,54 @@ pub fn decode_binary(bytes: &[u8], protocol: Protocol) -> Result<Incoming, Strin
                 buffers,
             } = decode_v1(bytes, MAX_PARTS).map_err(|e| e.to_string())?;
             let [h, p, m, c] = parts;
-            let parse = |b: &[u8], what: &str| -> Result<Value, String> {
+            let raw = |b: &[u8], what: &str| -> Result<Option<Box<RawValue>>, String> {
                 if b.is_empty() {
-                    return Ok(json!({}));
+                    return Ok(None);
                 }
-                serde_json::from_slice(b).map_err(|e| format!("malformed JSON in {what}: {e}"))
+                serde_json::from_slice(b)
+                    .map(Some)
+                    .map_err(|e| format!("malformed JSON in {what}: {e}"))
             };
-            let v = json!({
-                "header": parse(&h, "header")?,
-                "parent_header": parse(&p, "parent_header")?,
-                "metadata": parse(&m, "metadata")?,
-                "content": parse(&c, "content")?,
-            });
-            from_value(v, buffers, Some(channel))
+            let header = if h.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::from_slice(&h)
+                        .map_err(|e| format!("malformed JSON in header: {e}"))?,
+                )
+            };
+            let envelope = Envelope {
+                channel: Some(channel),
+                header,
+                parent_header: raw(&p, "parent_header")?,
+                metadata: raw(&m, "metadata")?,
+                content: raw(&c, "content")?,
+            };
+            decode_envelope(Ok(envelope), buffers)
         }
         Protocol::Legacy => {
             let (json, buffers) =
                 decode_legacy_binary(bytes, MAX_PARTS).map_err(|e| e.to_string())?;
-            let v: Value =
-                serde_json::from_slice(&json).map_err(|e| format!("malformed JSON: {e}"))?;
-            from_value(v, buffers, None)
+            decode_envelope(serde_json::from_slice(&json), buffers)
         }
     }
 }
 
-fn from_value(
-    v: Value,
+fn decode_envelope(
+    parsed: serde_json::Result<Envelope>,
     buffers: Vec<Vec<u8>>,
-    channel: Option<String>,
 ) -> Result<Incoming, String> {
-    let Value::Object(mut o) = v else {
-        return Err("message is not a JSON object".into());
-    };
-    let channel = match channel {
-        Some(c) => c,
-        None => o
-            .get("channel")
-            .and_then(Value::as_str)
-            .ok_or("message has no channel")?
-            .to_owned(),
-    };
+    let e = parsed.map_err(|e| format!("malformed message: {e}"))?;
+    let channel = e.channel.ok_or("message has no channel")?;
     let channel = match Channel::parse(&channel) {
         Some(c @ (Channel::Shell | Channel::Control | Channel::Stdin)) => c,
         Some(c) => return Err(format!("clients cannot send on the {} channel", c.name())),
         None => return Err(format!("unknown channel {:?}", truncate(&channel, 40))),
     };
-    let header = match o.remove("header") {
+    let header = match e.header {
         Some(Value::Object(h)) => h,
         _ => return Err("header is missing or not an object".into()),
     };
-    let object_or_empty = |v: Option<Value>, what: &str| -> Result<Value, String> {
-        match v {
-            None | Some(Value::Null) => Ok(json!({})),
-            Some(v @ Value::Object(_)) => Ok(v),
-            Some(_) => Err(format!("{what} is not an object")),
-        }
-    };
-    let parent_header = object_or_empty(o.remove("parent_header"), "parent_header")?;
-    let metadata = object_or_empty(o.remove("metadata"), "metadata")?;
-    let content = object_or_empty(o.remove("content"), "content")?;
     for k in ["msg_id", "msg_type"] {
         match header.get(k) {
             Some(Value::String(s)) if !s.is_empty() => {}
@@ -151,11 +161,27 @@ fn from_value(
     Ok(Incoming {
         channel,
         header,
-        parent_header,
-        metadata,
-        content,
+        parent_header: object_or_empty(e.parent_header, "parent_header")?,
+        metadata: object_or_empty(e.metadata, "metadata")?,
+        content: object_or_empty(e.content, "content")?,
         buffers,
     })
+}
+
+/// A body's text: a JSON object as given, `{}` for none or null, an error for anything else.
+/// (The text is valid JSON: serde_json checked it whole.)
+fn object_or_empty(raw: Option<Box<RawValue>>, what: &str) -> Result<Box<str>, String> {
+    let Some(raw) = raw else {
+        return Ok("{}".into());
+    };
+    let text = raw.get().trim_start();
+    if text.starts_with('{') {
+        Ok(raw.into())
+    } else if text == "null" {
+        Ok("{}".into())
+    } else {
+        Err(format!("{what} is not an object"))
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -243,6 +269,7 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use kernelgate_wire::websocket::encode_v1;
+    use serde_json::json;
 
     fn hdr() -> Value {
         json!({"msg_id": "m1", "msg_type": "execute_request", "session": "s", "username": "u", "date": "2020-01-01T00:00:00Z", "version": "5.4"})
@@ -254,7 +281,31 @@ mod tests {
         let m = decode_text(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.channel, Channel::Shell);
         assert_eq!(m.msg_id(), "m1");
-        assert_eq!(m.content["code"], "1");
+        let content: Value = serde_json::from_str(&m.content).unwrap_or_default();
+        assert_eq!(content["code"], "1");
+    }
+
+    #[test]
+    fn bodies_are_kept_as_the_clients_text() {
+        // No tree of values: a large content costs its text once, not tens of times over.
+        let big = format!("{{\"a\": [{}0]}}", "0,".repeat(100_000));
+        let text = format!(
+            "{{\"channel\": \"shell\", \"header\": {}, \"parent_header\": null, \"content\": {big}, \"buffers\": []}}",
+            hdr()
+        );
+        let m = decode_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&*m.content, big.as_str());
+        assert_eq!((&*m.parent_header, &*m.metadata), ("{}", "{}"));
+        let [_, p, md, c] = m.signed_parts();
+        assert_eq!((p.as_slice(), md.as_slice()), (&b"{}"[..], &b"{}"[..]));
+        assert_eq!(c, big.as_bytes());
+        for bad in ["[1]", "3", "\"x\""] {
+            let text = format!(
+                "{{\"channel\": \"shell\", \"header\": {}, \"content\": {bad}}}",
+                hdr()
+            );
+            assert!(decode_text(&text).is_err(), "{bad} accepted as content");
+        }
     }
 
     #[test]

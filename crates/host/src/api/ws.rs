@@ -24,8 +24,9 @@ use crate::kernel::{Broadcast, Endpoint, ManagedKernel};
 use crate::wsmsg::{self, Incoming, OutFrame, Protocol};
 use crate::{zmqio, HostShared};
 
-/// Messages kept while the kernel restarts, per connection.
+/// Messages kept while the kernel restarts, per connection, and their bytes at most.
 const PENDING_MAX: usize = 64;
+const PENDING_BYTES: usize = 64 << 20;
 /// Refused client messages tolerated before the connection is closed.
 const MAX_ERRORS: u32 = 1000;
 /// Most messages written to the client in one flush.
@@ -345,7 +346,8 @@ impl Connection {
 
     async fn forward(&mut self, mut msg: Incoming) {
         let Some(s) = &mut self.sockets else {
-            if self.pending.len() < PENDING_MAX {
+            let held: usize = self.pending.iter().map(Incoming::size).sum();
+            if self.pending.len() < PENDING_MAX && held + msg.size() <= PENDING_BYTES {
                 self.pending.push_back(msg);
             } else {
                 tracing::warn!(kernel = %self.kernel.id, "kernel not running; dropped a client message");
