@@ -7,10 +7,17 @@
 use std::path::Path;
 
 use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The host's secret token.
 #[derive(Clone)]
 pub struct Token(String);
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,9 +43,10 @@ pub const MIN_TOKEN_CHARS: usize = 32;
 impl Token {
     /// 256 fresh random bits from the OS, as 64 hex characters.
     pub fn generate() -> Result<Token, TokenError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| TokenError(format!("OS random source: {e}")))?;
-        Ok(Token(hex::encode(bytes)))
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut())
+            .map_err(|e| TokenError(format!("OS random source: {e}")))?;
+        Ok(Token(hex::encode(bytes.as_ref())))
     }
 
     /// Reads a token from `path` (first line, trimmed). Refuses short tokens and files other
@@ -53,8 +61,10 @@ impl Token {
                 path.display()
             )));
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TokenError(format!("token file {}: {e}", path.display())))?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| TokenError(format!("token file {}: {e}", path.display())))?,
+        );
         Token::from_text(text.lines().next().unwrap_or("").trim())
     }
 

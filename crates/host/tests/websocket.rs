@@ -116,6 +116,19 @@ async fn websocket_bad_input_is_survived() {
     h.stop().await;
 }
 
+/// Runs a cell printing 40 MiB in 64 KiB lines (far more than loopback socket buffers hold)
+/// through `ws`, which reads it all.
+async fn print_40_mib(ws: &mut Ws) {
+    let (out, _, status) = execute(
+        ws,
+        true,
+        r#"let s = "x"; for i in 0..16 { s += s; } for i in 0..640 { print(s); }"#,
+    )
+    .await;
+    assert_eq!(status, "ok");
+    assert!(!out.is_empty());
+}
+
 /// A client that stops reading costs the host at most the IOPub budget, however much the kernel
 /// prints: it misses the oldest messages instead, and its connection still works afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,16 +138,8 @@ async fn a_client_that_stops_reading_costs_at_most_the_iopub_budget() {
     let id = h.start_kernel(None).await;
     let mut stalled = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
     let mut active = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
-    // 40 MiB of output in 64 KiB lines: far more than loopback socket buffers hold, so most of
-    // it would wait in the host for the stalled client.
-    let (out, _, status) = execute(
-        &mut active,
-        true,
-        r#"let s = "x"; for i in 0..16 { s += s; } for i in 0..640 { print(s); }"#,
-    )
-    .await;
-    assert_eq!(status, "ok");
-    assert!(!out.is_empty());
+    // Most of it would wait in the host for the stalled client.
+    print_40_mib(&mut active).await;
     let kernel = h.host.shared.registry.get(&id).unwrap();
     let (messages, bytes) = kernel.iopub_held();
     assert!(
@@ -162,15 +167,8 @@ async fn a_client_that_takes_nothing_is_disconnected() {
     let mut active = ws_connect(&h.ws_url(&id, true), true, None).await.unwrap();
     let kernel = h.host.shared.registry.get(&id).unwrap();
     assert_eq!(kernel.connections(), 2);
-    // 40 MiB of output: more than loopback socket buffers hold, so the writes to the stalled
-    // client block.
-    let (_, _, status) = execute(
-        &mut active,
-        true,
-        r#"let s = "x"; for i in 0..16 { s += s; } for i in 0..640 { print(s); }"#,
-    )
-    .await;
-    assert_eq!(status, "ok");
+    // The writes to the stalled client block.
+    print_40_mib(&mut active).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while kernel.connections() > 1 {
         assert!(
