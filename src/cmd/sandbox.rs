@@ -29,6 +29,12 @@ pub struct SandboxArgs {
     /// A further TCP port kernels may connect to (repeatable), e.g. a database's.
     #[arg(long = "sandbox-allow-port", value_name = "PORT")]
     ports: Vec<u16>,
+    /// Let kernels create Unix sockets (refused by default: through them a kernel could reach
+    /// the user's systemd manager, ssh-agent or D-Bus and start things outside the sandbox).
+    /// Python's multiprocessing needs them for its `forkserver` start method (the default from
+    /// Python 3.14) and for managers.
+    #[arg(long)]
+    sandbox_allow_unix_sockets: bool,
     /// Where each sandboxed kernel gets its own working directory (ROOT/<kernel id>).
     /// Default: $XDG_DATA_HOME/kernelgate/kernels (~/.local/share/kernelgate/kernels).
     #[arg(long, value_name = "ROOT")]
@@ -110,6 +116,7 @@ impl SandboxArgs {
                 extra_read: self.read.clone(),
                 extra_write: self.write.clone(),
                 connect_ports: self.ports.clone(),
+                allow_unix_sockets: self.sandbox_allow_unix_sockets,
             },
             work_root: self
                 .kernel_work_root

@@ -273,6 +273,7 @@ impl LaunchHook for SandboxHook {
             "missing": self.support.missing,
             "work_dir": work_dir,
             "connect_ports": plan.connect_ports,
+            "unix_sockets": plan.unix_sockets || !kernelgate_sandbox::seccomp::AVAILABLE,
         }))
     }
 
@@ -292,6 +293,8 @@ impl LaunchHook for SandboxHook {
             "landlock_abi": self.support.abi,
             "missing": self.support.missing,
             "network": self.config.policy.network,
+            "unix_sockets": self.config.policy.allow_unix_sockets
+                || !kernelgate_sandbox::seccomp::AVAILABLE,
             "work_root": self.config.work_root,
         })
     }

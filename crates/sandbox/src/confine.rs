@@ -20,6 +20,8 @@ use crate::support::Support;
 pub struct Confinement {
     /// None when the running Linux has no Landlock (nothing to enter).
     ruleset: Option<OwnedFd>,
+    /// Whether the seccomp filter refusing Unix sockets is installed with the ruleset.
+    refuse_unix_sockets: bool,
 }
 
 fn abi_of(version: u32) -> ABI {
@@ -48,7 +50,10 @@ impl Confinement {
     /// and connection file, which must.
     pub fn build(plan: &Plan, support: &Support) -> io::Result<Confinement> {
         if support.abi == 0 {
-            return Ok(Confinement { ruleset: None });
+            return Ok(Confinement {
+                ruleset: None,
+                refuse_unix_sockets: false,
+            });
         }
         let abi = abi_of(support.abi);
         let mut ruleset = Ruleset::default()
@@ -99,6 +104,7 @@ impl Confinement {
         }
         Ok(Confinement {
             ruleset: created.into(),
+            refuse_unix_sockets: !plan.unix_sockets,
         })
     }
 }
@@ -141,6 +147,7 @@ pub fn confine_command(cmd: &mut Command, confinement: Confinement) {
     let Some(ruleset) = confinement.ruleset else {
         return;
     };
+    let filter = confinement.refuse_unix_sockets;
     // SAFETY: the closure runs in the forked child before exec, so it may only make
     // async-signal-safe calls: open(2), close(2), prctl(2) and syscall(2) are, the attribute
     // lives on the stack, and io::Error::last_os_error does not allocate. The ruleset fd is
@@ -148,7 +155,7 @@ pub fn confine_command(cmd: &mut Command, confinement: Confinement) {
     // close-on-exec, so the kernel never inherits it. The ruleset is this kernel's alone, so
     // the rule the child adds to it touches no other kernel.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, move || restrict_self(&ruleset));
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || restrict_self(&ruleset, filter));
     }
 }
 
@@ -161,17 +168,18 @@ impl Confinement {
         match &self.ruleset {
             // SAFETY: the same three system calls as in the forked child, here in a process
             // of our own; the ruleset fd is ours and stays open for the call.
-            Some(ruleset) => unsafe { restrict_self(ruleset) },
+            Some(ruleset) => unsafe { restrict_self(ruleset, self.refuse_unix_sockets) },
             None => Ok(()),
         }
     }
 }
 
 /// `no_new_privs`, `landlock_restrict_self` on `ruleset` (after adding the caller's own
-/// `/proc/PID`), then the seccomp filter of [`crate::seccomp`]. Async-signal-safe: no
+/// `/proc/PID`), then the seccomp filter of [`crate::seccomp`] unless the plan allows Unix
+/// sockets. Async-signal-safe: no
 /// allocation, only system calls.
 #[allow(unsafe_code)]
-unsafe fn restrict_self(ruleset: &OwnedFd) -> io::Result<()> {
+unsafe fn restrict_self(ruleset: &OwnedFd, refuse_unix_sockets: bool) -> io::Result<()> {
     let fd = ruleset.as_raw_fd();
     allow_own_proc_dir(fd)?;
     if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -179,6 +187,9 @@ unsafe fn restrict_self(ruleset: &OwnedFd) -> io::Result<()> {
     }
     if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
         return Err(io::Error::last_os_error());
+    }
+    if !refuse_unix_sockets {
+        return Ok(());
     }
     // SAFETY: no_new_privs is set above; the filter is built on the stack.
     crate::seccomp::install()

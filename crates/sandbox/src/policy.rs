@@ -125,6 +125,10 @@ pub struct Policy {
     pub extra_write: Vec<PathBuf>,
     /// Extra TCP ports kernels may connect to (ignored with [`NetworkPolicy::None`]).
     pub connect_ports: Vec<u16>,
+    /// Let kernels create Unix sockets (see [`crate::seccomp`]): what Python's multiprocessing
+    /// needs for its `forkserver` start method and its managers, at the price of every
+    /// pathname socket of the user (systemd's, ssh-agent's) being reachable.
+    pub allow_unix_sockets: bool,
 }
 
 /// A kernelspec's own additions, from `kernel.json` `metadata.kernelgate.sandbox`:
@@ -206,6 +210,9 @@ pub struct Plan {
     pub bind_ports: Vec<u16>,
     /// TCP ports it may connect to.
     pub connect_ports: Vec<u16>,
+    /// Whether it may create Unix sockets (otherwise refused by a seccomp filter).
+    #[serde(default)]
+    pub unix_sockets: bool,
 }
 
 /// A policy that cannot be applied, with the reason.
@@ -278,6 +285,7 @@ pub fn plan(
     plan.read_write_files = DEVICE_FILES.iter().map(PathBuf::from).collect();
     plan.read_write_files.push(kernel.connection_file.clone());
     plan.bind_ports = own_ports.to_vec();
+    plan.unix_sockets = policy.allow_unix_sockets;
     let network = overrides.and_then(|o| o.network).unwrap_or(policy.network);
     if network == NetworkPolicy::Default {
         let extra = policy

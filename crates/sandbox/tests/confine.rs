@@ -147,6 +147,13 @@ socket.socket(socket.AF_INET); print(\"INET-OK\")
     assert!(!text.contains("UNIX-CONNECTED"), "{text}");
     assert!(text.contains("PAIR b'x'"), "{text}");
     assert!(text.contains("INET-OK"), "{text}");
+    // Allowed by the policy (`--sandbox-allow-unix-sockets`), the connect succeeds confined.
+    let allowing = Policy {
+        allow_unix_sockets: true,
+        ..Policy::default()
+    };
+    let out = run_confined(&s, &allowing, &[], &script);
+    assert!(stdout(&out).contains("UNIX-CONNECTED"), "{}", stdout(&out));
     // The control: unconfined, the same connect succeeds.
     let out = Command::new("/bin/bash")
         .args(["-c", &script])
