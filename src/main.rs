@@ -53,10 +53,16 @@ enum Command {
     SandboxExec(cmd::sandbox::LaunchArgs),
 }
 
+/// See `main`: the handshake of a WebSocket carries the token.
+const QUIET_TUNGSTENITE: &str = "tungstenite=debug";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // tungstenite logs whole handshakes (the Authorization header: the token) at trace level:
+    // never below debug, whatever the filter asks.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log))
+        .add_directive(QUIET_TUNGSTENITE.parse().unwrap_or_default());
     // Colours only on a terminal: a log file or journal gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -90,11 +90,17 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The longest timeout accepted: a year (deadlines are `now + timeout`, which must not
+/// overflow).
+const MAX_TIMEOUT_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 pub(crate) fn seconds(secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs)
         .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("invalid timeout {secs}: a positive number of seconds"))
+        .filter(|d| !d.is_zero() && secs <= MAX_TIMEOUT_SECS)
+        .with_context(|| {
+            format!("invalid timeout {secs}: a positive number of seconds, at most a year")
+        })
 }
 
 /// Resolves `existing`, connects and waits until the kernel answers (and IOPub is subscribed).

@@ -49,6 +49,10 @@ pub struct RemoteArgs {
     /// self-signed certificate) instead of the system's CA bundle.
     #[arg(long, value_name = "FILE", requires = "url")]
     pub cafile: Option<PathBuf>,
+    /// With an http URL to a host beyond loopback: send the token (and all code) in clear
+    /// text anyway. Refused without it, as `kernelgate serve` refuses to listen so.
+    #[arg(long, requires = "url")]
+    pub insecure_http: bool,
     /// With --url: the WebSocket framing. `auto`: the v1 subprotocol, or legacy JSON when the
     /// host does not offer it.
     #[arg(long, value_enum, value_name = "PROTOCOL", requires = "url")]
@@ -74,7 +78,13 @@ pub fn run(args: &RemoteArgs, url: &str, job: &Job<'_>) -> anyhow::Result<ExitCo
         }
     }
     let token = load_token(args.token_file.as_deref(), url)?;
-    let server = Server::new(url, token, args.cafile.as_deref(), job.timeout)?;
+    let server = Server::new(
+        url,
+        token,
+        args.cafile.as_deref(),
+        job.timeout,
+        args.insecure_http,
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

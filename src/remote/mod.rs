@@ -8,6 +8,7 @@
 
 mod channels;
 mod http;
+mod listeners;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -74,7 +75,18 @@ pub fn load_token(token_file: Option<&Path>, url: &str) -> anyhow::Result<Token>
     let uri = parse_url(url)?;
     let default = default_token_file(&uri);
     match default {
-        Some(path) if path.is_file() => Token::load(&path).map_err(|e| anyhow!("{e}")),
+        Some(path) if path.is_file() => {
+            let port = port_of(&uri);
+            if !listeners::port_is_ours(port) {
+                bail!(
+                    "not sending the token of {}: something listening on port {port} belongs \
+                     to another user, or nothing listens there (the host that wrote it may have \
+                     crashed); give --token-file FILE if this is the host you mean",
+                    path.display()
+                );
+            }
+            Token::load(&path).map_err(|e| anyhow!("{e}"))
+        }
         _ => bail!(
             "no token for {}: give --token-file FILE (or KERNELGATE_TOKEN_FILE=FILE), a file \
              holding the token; the token itself is never taken from argv or the environment",
@@ -85,20 +97,33 @@ pub fn load_token(token_file: Option<&Path>, url: &str) -> anyhow::Result<Token>
 
 /// `kernelgate-serve-PORT.token` in the runtime directory, for a loopback URL.
 fn default_token_file(uri: &Uri) -> Option<PathBuf> {
-    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost")
+    let port = port_of(uri);
+    is_loopback(uri).then(|| {
+        kernelgate_zmq::files::runtime_dir().join(format!("kernelgate-serve-{port}.token"))
+    })
+}
+
+/// Whether the URL names this machine's loopback (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(uri: &Uri) -> bool {
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The URL's port, or its scheme's.
+fn port_of(uri: &Uri) -> u16 {
     let default_port = if uri.scheme_str() == Some("https") {
         443
     } else {
         80
     };
-    let port = uri.port_u16().unwrap_or(default_port);
-    loopback.then(|| {
-        kernelgate_zmq::files::runtime_dir().join(format!("kernelgate-serve-{port}.token"))
-    })
+    uri.port_u16().unwrap_or(default_port)
 }
 
 /// Parses and checks `--url`: http or https, no user info, no query (so no token in argv).
@@ -146,11 +171,19 @@ impl Server {
         token: Token,
         cafile: Option<&Path>,
         timeout: Duration,
+        insecure_http: bool,
     ) -> anyhow::Result<Server> {
         let uri = parse_url(url)?;
         let https = uri.scheme_str() == Some("https");
         if cafile.is_some() && !https {
             bail!("--cafile is for https:// URLs");
+        }
+        if !https && !insecure_http && !is_loopback(&uri) {
+            bail!(
+                "refusing to send the token in clear text to {}: use https://, a tunnel to a \
+                 loopback address, or --insecure-http",
+                shown(&uri)
+            );
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("").to_owned();
         let host = uri
@@ -453,5 +486,18 @@ mod tests {
         assert!(f.is_some_and(|f| f.ends_with("kernelgate-serve-8889.token")));
         let u = parse_url("http://example.org:8889").ok();
         assert!(u.as_ref().and_then(default_token_file).is_none());
+    }
+
+    #[test]
+    fn the_token_goes_in_clear_text_only_to_loopback_or_when_asked() {
+        let token = || Token::from_text(&"a".repeat(64)).unwrap_or_else(|e| panic!("{e}"));
+        let server = |url: &str, insecure: bool| {
+            Server::new(url, token(), None, Duration::from_secs(1), insecure)
+        };
+        let e = server("http://192.0.2.1:8888", false).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("clear text")));
+        assert!(server("http://192.0.2.1:8888", true).is_ok());
+        assert!(server("http://127.0.0.1:8888", false).is_ok());
+        assert!(server("http://[::1]:8888", false).is_ok());
     }
 }

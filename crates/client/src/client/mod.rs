@@ -473,11 +473,18 @@ impl KernelClient {
                     outputs.push(msg);
                 }
                 Channel::IoPub => self.keep_iopub(msg),
-                Channel::Stdin if msg.msg_type() == InputRequest::MSG_TYPE => {
+                Channel::Stdin if ours && msg.msg_type() == InputRequest::MSG_TYPE => {
                     let req: InputRequest = msg.content_as()?;
-                    let value = handler
-                        .on_input_request(&req.prompt, req.password)
-                        .unwrap_or_default();
+                    // Without allow_stdin the kernel should not ask; one that does gets an
+                    // empty line, and the user is never prompted behind their back.
+                    let value = if options.allow_stdin {
+                        handler
+                            .on_input_request(&req.prompt, req.password)
+                            .unwrap_or_default()
+                    } else {
+                        tracing::warn!("the kernel asked for input although stdin is not allowed; answered with an empty line");
+                        String::new()
+                    };
                     self.last_input_request = Some(msg);
                     self.send_input(&value).await?;
                 }
