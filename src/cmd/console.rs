@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use kernelgate_client::content::Status;
-use kernelgate_client::{BlockingKernelClient, ClientConfig, ExecuteOptions};
+use kernelgate_client::{BlockingKernelClient, ClientConfig, ExecuteOptions, HeartbeatConfig};
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
@@ -26,6 +26,13 @@ pub struct ConsoleArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub timeout: f64,
 }
+
+/// How the console watches the kernel's heartbeat.
+const CONSOLE_HEARTBEAT: HeartbeatConfig = HeartbeatConfig {
+    interval: Duration::from_secs(2),
+    timeout: Duration::from_secs(2),
+    max_failures: 5,
+};
 
 pub fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     let timeout = seconds(args.timeout)?;
@@ -44,6 +51,12 @@ pub fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         println!("{}", info.banner.trim_end());
     }
     println!("Ctrl-C interrupts running code; Ctrl-D, `exit` or `quit` leaves.\n");
+    // A cell may run for a year, but not a dead kernel's: its heartbeat thread answers even
+    // while code runs, so silence for about ten seconds means it is gone.
+    client
+        .inner_mut()
+        .start_heartbeat_monitor(CONSOLE_HEARTBEAT)
+        .context("starting the heartbeat monitor")?;
 
     let executing = Arc::new(AtomicBool::new(false));
     interrupt_on_ctrl_c(path, executing.clone(), timeout)?;

@@ -494,7 +494,9 @@ mod tests {
         let server = |url: &str, insecure: bool| {
             Server::new(url, token(), None, Duration::from_secs(1), insecure)
         };
-        let e = server("http://192.0.2.1:8888", false).err().map(|e| e.to_string());
+        let e = server("http://192.0.2.1:8888", false)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("clear text")));
         assert!(server("http://192.0.2.1:8888", true).is_ok());
         assert!(server("http://127.0.0.1:8888", false).is_ok());
