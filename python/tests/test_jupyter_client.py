@@ -54,6 +54,21 @@ def test_execute_stream_result_and_state(rhai_kernel):
     assert result["execution_count"] == reply["content"]["execution_count"]
 
 
+def test_a_cell_printing_in_a_loop_loses_nothing(rhai_kernel):
+    """20,000 prints reach a client that reads IOPub at Python's pace: the kernel gathers stream
+    text into few messages instead of 20,000, which libzmq's queues of 1,000 would drop, and
+    keeps stdout and stderr in order."""
+    _, kc = rhai_kernel
+    reply, out = run(kc, 'for i in 0..20000 { print(i); } debug("end"); print("after");')
+    assert reply["content"]["status"] == "ok"
+    streams = of_type(out, "stream")
+    stdout = "".join(m["content"]["text"] for m in streams if m["content"]["name"] == "stdout")
+    assert stdout == "".join(f"{i}\n" for i in range(20000)) + "after\n"
+    assert len(streams) < 200, len(streams)
+    names = [m["content"]["name"] for m in streams]
+    assert names[-2:] == ["stderr", "stdout"], names[-3:]
+
+
 def test_execute_error(rhai_kernel):
     _, kc = rhai_kernel
     reply, out = run(kc, "let y = 1;\nundefined_thing + 1")

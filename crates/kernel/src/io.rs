@@ -246,6 +246,22 @@ pub(crate) struct Stdin {
     pub socket: Socket,
 }
 
+/// Stream text is gathered for at most this long (or [`STREAM_BYTES`]) before it is published:
+/// a cell printing in a tight loop then sends a few messages, not one per line, which a client
+/// reading IOPub at its own pace can keep up with (past libzmq's queue of 1000 messages the
+/// oldest would be dropped), as ipykernel's stream flushing does.
+const STREAM_WAIT: Duration = Duration::from_millis(50);
+/// See [`STREAM_WAIT`].
+const STREAM_BYTES: usize = 64 * 1024;
+
+/// Stream text not yet published (see [`STREAM_WAIT`]).
+#[derive(Debug, Default)]
+pub(crate) struct PendingStream {
+    name: String,
+    text: String,
+    since: Option<Instant>,
+}
+
 /// The context handed to [`crate::Kernel::execute`]: where output goes for the current request.
 /// Cheap to clone and `'static`, so interpreters can capture it in callbacks.
 #[derive(Clone)]
@@ -260,18 +276,57 @@ pub struct ExecContext {
     pub(crate) execution_count: i64,
     /// Payloads for the execute_reply (the pager), in order.
     pub(crate) payloads: Arc<Mutex<Vec<Value>>>,
+    /// Stream text gathered for the next stream message.
+    pub(crate) pending_stream: Arc<Mutex<PendingStream>>,
 }
 
 impl ExecContext {
+    /// Publishes a message after any gathered stream text, so that the order of outputs holds.
     fn send<C: Serialize + ?Sized>(&self, msg_type: &str, content: &C) {
+        self.flush_output();
+        self.send_now(msg_type, content);
+    }
+
+    fn send_now<C: Serialize + ?Sized>(&self, msg_type: &str, content: &C) {
         if let Some(frames) = self.answering.iopub(msg_type, content) {
             self.publisher.send(frames);
         }
     }
 
-    /// Sends text to the `stdout` or `stderr` stream.
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingStream> {
+        self.pending_stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_stream(&self, pending: &mut PendingStream) {
+        let text = std::mem::take(&mut pending.text);
+        pending.since = None;
+        if !text.is_empty() {
+            self.send_now("stream", &json!({ "name": pending.name, "text": text }));
+        }
+    }
+
+    /// Sends text to the `stdout` or `stderr` stream. Text printed in quick succession leaves
+    /// in one message (after at most 50 ms or 64 KiB, or before any other output).
     pub fn stream(&self, name: &str, text: &str) {
-        self.send("stream", &json!({ "name": name, "text": text }));
+        let mut pending = self.pending();
+        if pending.name != name {
+            self.publish_stream(&mut pending);
+            name.clone_into(&mut pending.name);
+        }
+        pending.text.push_str(text);
+        let since = *pending.since.get_or_insert_with(Instant::now);
+        if pending.text.len() >= STREAM_BYTES || since.elapsed() >= STREAM_WAIT {
+            self.publish_stream(&mut pending);
+        }
+    }
+
+    /// Publishes the stream text gathered so far. The framework calls it when a cell ends;
+    /// kernels call it before output of their own that must follow the text.
+    pub fn flush_output(&self) {
+        let mut pending = self.pending();
+        self.publish_stream(&mut pending);
     }
 
     /// Displays a MIME bundle.
@@ -302,6 +357,12 @@ impl ExecContext {
     /// framework holds it back so that a short cell's messages leave together).
     pub fn interrupted(&self) -> bool {
         self.publisher.flush_if_stale();
+        {
+            let mut pending = self.pending();
+            if pending.since.is_some_and(|t| t.elapsed() >= STREAM_WAIT) {
+                self.publish_stream(&mut pending);
+            }
+        }
         self.flags.interrupt.load(Ordering::Relaxed) || self.flags.shutdown.load(Ordering::Relaxed)
     }
 
@@ -325,7 +386,9 @@ impl ExecContext {
             .answering
             .to_requester(InputRequest::MSG_TYPE, &request)
             .ok_or_else(|| InputError::Transport("cannot build the input_request".into()))?;
-        // The frontend must see busy (and execute_input) before the prompt.
+        // The frontend must see busy (and execute_input), and what was printed, before the
+        // prompt.
+        self.flush_output();
         self.publisher.flush();
         let stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
         // Drop stale replies to earlier prompts before asking.

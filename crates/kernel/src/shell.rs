@@ -265,8 +265,10 @@ impl ShellLoop {
             rejections: self.rejections.clone(),
             execution_count: count,
             payloads: Arc::default(),
+            pending_stream: Arc::default(),
         };
         let outcome = kernel.execute(&req.code, &ctx);
+        ctx.flush_output();
         self.flags.interrupt.store(false, Ordering::SeqCst);
         let payload = std::mem::take(&mut *ctx.payloads.lock().unwrap_or_else(|p| p.into_inner()));
         match outcome {
