@@ -94,3 +94,30 @@ def test_hostile_messages_are_refused_and_counted(kernel):
     assert counts.get("replayed") == 1, counts
     assert proc.poll() is None
     attacker.close()
+
+
+def ping(info, payload=b"ping"):
+    """One heartbeat round trip from a fresh REQ socket; the echoed frames or None."""
+    s = zmq.Context.instance().socket(zmq.REQ)
+    s.linger = 0
+    s.connect(f"tcp://{info['ip']}:{info['hb_port']}")
+    s.send(payload)
+    echoed = s.recv_multipart() if s.poll(TIMEOUT * 1000) else None
+    s.close()
+    return echoed
+
+
+def test_an_oversized_ping_does_not_silence_the_heartbeat(kernel):
+    """Anyone reaching the heartbeat port (no key needed) sends a ping over the receive limits:
+    it is refused, and the heartbeat still answers the next ping."""
+    info, kc, proc = kernel
+    assert ping(info) == [b"ping"]
+    attacker = zmq.Context.instance().socket(zmq.DEALER)
+    attacker.linger = 0
+    attacker.connect(f"tcp://{info['ip']}:{info['hb_port']}")
+    attacker.send_multipart([b""] + [b"x"] * 5000)  # more frames than any message may have
+    attacker.send_multipart([b"", b"y" * (LIMIT + 1)])  # larger than the kernel accepts
+    for _ in range(3):
+        assert ping(info) == [b"ping"], "the heartbeat fell silent"
+    attacker.close()
+    execute_ok(kc)

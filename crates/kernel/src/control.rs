@@ -117,7 +117,7 @@ pub(crate) fn shutdown(
 }
 
 /// Echoes each heartbeat frame back: the heartbeat is raw bytes, not a signed message.
-pub(crate) fn heartbeat_loop(socket: Socket, flags: Flags) {
+pub(crate) fn heartbeat_loop(socket: Socket, flags: Flags, rejections: &Rejections) {
     while let Some(ready) = wait_readable(&socket, &flags, None) {
         if !ready {
             continue;
@@ -129,7 +129,24 @@ pub(crate) fn heartbeat_loop(socket: Socket, flags: Flags) {
                 }
             }
             Err(e) if e.is_again() => {}
-            Err(e) => tracing::debug!("heartbeat receive failed: {e}"),
+            Err(e) => {
+                // A refused ping (too many frames, too large) was still taken by the REP
+                // socket, which now waits to reply and would never read again: answer it with
+                // an empty frame so that it serves the next ping.
+                if matches!(e, kernelgate_zmq::Error::TooLarge { .. }) {
+                    let err = kernelgate_wire::Error::new(
+                        kernelgate_wire::ErrorKind::TooLarge,
+                        e.to_string(),
+                    );
+                    crate::rejections::record(rejections, Channel::Heartbeat, &err);
+                } else {
+                    tracing::debug!("heartbeat receive failed: {e}");
+                }
+                let empty: [&[u8]; 1] = [b""];
+                if let Err(e) = socket.send_multipart(&empty, true) {
+                    tracing::debug!("heartbeat reset failed: {e}");
+                }
+            }
         }
     }
 }

@@ -254,9 +254,10 @@ impl BoundKernel {
         let info = kernel.info();
         let hb_flags = flags.clone();
         let hb = self.hb;
+        let hb_rejections = rejections.clone();
         let hb_thread = std::thread::Builder::new()
             .name("kernel-heartbeat".into())
-            .spawn(move || heartbeat_loop(hb, hb_flags))
+            .spawn(move || heartbeat_loop(hb, hb_flags, &hb_rejections))
             .map_err(KernelError::Thread)?;
         let control = ControlLoop {
             socket: self.control,
