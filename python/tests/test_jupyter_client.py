@@ -208,6 +208,38 @@ def test_input_over_stdin(rhai_kernel):
     assert texts == ["hi ada\n"]
 
 
+def test_only_the_client_asked_may_answer_an_input_request(rhai_kernel):
+    """Another client of the same kernel sends an input_reply (without a parent header, as
+    jupyter_client does) while A's cell waits for a password: it is ignored, A's answer counts."""
+    km, kc = rhai_kernel
+    from jupyter_client import BlockingKernelClient
+    other = BlockingKernelClient()  # a session (and routing identity) of its own
+    other.load_connection_info(km.get_connection_info())
+    other.start_channels()
+    try:
+        other.wait_for_ready(timeout=TIMEOUT)
+        msg_id = kc.execute('let pw = input("secret? "); print("got " + pw);', allow_stdin=True)
+        req = kc.get_stdin_msg(timeout=TIMEOUT)
+        assert req["parent_header"]["msg_id"] == msg_id
+        other.input("from-the-other-client")
+        time.sleep(0.5)
+        kc.input("mine")
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        assert reply["content"]["status"] == "ok"
+        texts = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=TIMEOUT)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                texts.append(msg["content"]["text"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert texts == ["got mine\n"]
+    finally:
+        other.stop_channels()
+
+
 def test_input_refused_without_stdin(rhai_kernel):
     _, kc = rhai_kernel
     reply, out = run(kc, 'input("x")', allow_stdin=False)

@@ -54,6 +54,12 @@ impl Answering {
         self.encode(self.identities.clone(), msg_type, content)
     }
 
+    /// Whether `identities` (of a message on a ROUTER socket) are the requester's: the stdin
+    /// prompt went to them, and only they may answer it.
+    pub(crate) fn is_requester(&self, identities: &[Vec<u8>]) -> bool {
+        self.identities.as_slice() == identities
+    }
+
     /// An IOPub message of type `msg_type`, child of the request.
     pub(crate) fn iopub<C: Serialize + ?Sized>(
         &self,

@@ -418,8 +418,11 @@ impl ExecContext {
             match self.session.receive(frames) {
                 // jupyter_client sends input_reply without a parent header; accept that, but not
                 // a reply to some other prompt.
+                // Only from the client that was asked: another client of the kernel must not
+                // answer someone's password prompt.
                 Ok(reply)
                     if reply.msg_type() == InputReply::MSG_TYPE
+                        && self.answering.is_requester(&reply.identities)
                         && (reply.parent_header.is_none()
                             || reply.parent_msg_id() == prompt_id) =>
                 {
