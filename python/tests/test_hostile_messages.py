@@ -121,3 +121,51 @@ def test_an_oversized_ping_does_not_silence_the_heartbeat(kernel):
         assert ping(info) == [b"ping"], "the heartbeat fell silent"
     attacker.close()
     execute_ok(kc)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_large_iopub_subscriptions_are_refused(kernel):
+    """A peer that reaches the IOPub port (no key needed) sends large subscriptions, which libzmq
+    would keep for as long as the peer stays (50 of 1 MiB took 2.8 GiB): the first one
+    disconnects it, and the kernel goes on serving its client."""
+    info, kc, proc = kernel
+    before = rss_kib(proc.pid)
+    # Raw ZMTP 3.0 over TCP, as a SUB peer (pyzmq's own libzmq keeps what it subscribes to as
+    # well, and crashed tearing 50 MiB of them down): greeting, READY, then subscriptions.
+    import socket
+    import struct
+    greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32
+    prop = b"\x0bSocket-Type" + struct.pack(">I", 3) + b"SUB"
+    ready = b"\x05READY" + prop
+    sent = refused = 0
+    for i in range(50):
+        try:
+            with socket.create_connection((info["ip"], info["iopub_port"]), timeout=TIMEOUT) as t:
+                t.sendall(greeting)
+                t.recv(64)
+                t.sendall(b"\x04" + bytes([len(ready)]) + ready)
+                body = b"\x01" + bytes([65 + i % 26]) * (1 << 20)
+                t.sendall(b"\x02" + struct.pack(">Q", len(body)) + body)
+                sent += 1
+                t.settimeout(5)
+                while t.recv(65536):  # until the kernel drops the connection
+                    pass
+                refused += 1
+        except (ConnectionError, socket.timeout):
+            refused += 1
+    assert sent > 0 and refused == 50, (sent, refused)
+    for _ in range(5):
+        execute_ok(kc)
+    grown = rss_kib(proc.pid) - before
+    assert grown < 64 * 1024, f"the kernel grew by {grown} KiB"
+    # A refused unsigned message, so that the fixture's check of the refusal log holds.
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.linger = 2000
+    s.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+    s.send_multipart([b"<IDS|MSG>", b"", b"{}", b"{}", b"{}", b"{}"])
+    s.close()
+    execute_ok(kc)

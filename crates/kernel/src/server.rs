@@ -24,6 +24,9 @@ use crate::io::{encode_child, Flags, Publisher, Stdin};
 use crate::shell::ShellLoop;
 use kernelgate_wire::Rejections;
 
+/// Largest subscription a peer may send to IOPub (jupyter's are empty or a short topic).
+const IOPUB_MAX_INBOUND: u64 = 256;
+
 /// How long a loop waits before re-checking the shutdown flag.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -208,7 +211,21 @@ impl BoundKernel {
         let shell = bind_channel(ctx, SocketType::Router, &mut info, Channel::Shell, sc, c)?;
         let control = bind_channel(ctx, SocketType::Router, &mut info, Channel::Control, sc, c)?;
         let stdin = bind_channel(ctx, SocketType::Router, &mut info, Channel::Stdin, sc, c)?;
-        let iopub = bind_channel(ctx, SocketType::Pub, &mut info, Channel::IoPub, sc, c)?;
+        // IOPub hears only subscriptions, and libzmq keeps each for as long as its peer stays
+        // (50 of 1 MiB took 2.8 GiB): only short ones are accepted, a larger one disconnects
+        // its sender. Many short distinct ones still cost memory (see SECURITY.md).
+        let iopub_config = SocketConfig {
+            max_msg_size: Some(IOPUB_MAX_INBOUND),
+            ..sc.clone()
+        };
+        let iopub = bind_channel(
+            ctx,
+            SocketType::Pub,
+            &mut info,
+            Channel::IoPub,
+            &iopub_config,
+            c,
+        )?;
         let hb = bind_channel(ctx, SocketType::Rep, &mut info, Channel::Heartbeat, sc, c)?;
         let session = Session::new(signer, options.session);
         Ok(BoundKernel {
