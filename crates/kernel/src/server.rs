@@ -24,8 +24,12 @@ use crate::io::{encode_child, Flags, Publisher, Stdin};
 use crate::shell::ShellLoop;
 use kernelgate_wire::Rejections;
 
-/// Largest subscription a peer may send to IOPub (jupyter's are empty or a short topic).
-const IOPUB_MAX_INBOUND: u64 = 256;
+/// The stack of the thread that runs cells (see [`BoundKernel::run`]).
+const SHELL_STACK: usize = 1 << 30;
+
+/// Largest message a peer may send to IOPub: subscriptions (jupyter's are empty or a short
+/// topic), and the CURVE handshake's commands, which a few hundred bytes would cut off.
+const IOPUB_MAX_INBOUND: u64 = 4096;
 
 /// How long a loop waits before re-checking the shutdown flag.
 const TICK: Duration = Duration::from_millis(100);
@@ -304,7 +308,35 @@ impl BoundKernel {
             queued: Vec::new(),
             when_idle: self.when_idle,
         };
-        shell.run(&mut kernel);
+        // Code runs on a thread with a large stack: a value nested a hundred thousand levels
+        // deep (within every size limit of the built-in kernel) is cloned and dropped
+        // recursively, and overflowing the main thread's 8 MiB aborts the whole process. The
+        // stack is reserved, not used: only the pages touched count as memory. Where the
+        // reservation is refused, the loop runs here.
+        let ran = std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("kernel-shell".into())
+                .stack_size(SHELL_STACK)
+                .spawn_scoped(scope, || shell.run(&mut kernel));
+            match spawned {
+                Ok(handle) => {
+                    if let Err(panic) = handle.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "no thread with a {} MiB stack ({e}); cells run on the main thread",
+                        SHELL_STACK >> 20
+                    );
+                    false
+                }
+            }
+        });
+        if !ran {
+            shell.run(&mut kernel);
+        }
         flags.request_shutdown();
         kernel.shutdown(false);
         let _ = control_thread.join();
