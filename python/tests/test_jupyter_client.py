@@ -26,6 +26,19 @@ def run(kc, code, allow_stdin=False, **kw):
     return reply, outputs
 
 
+def stream_texts_until_idle(kc, msg_id):
+    """The stream texts of request `msg_id`, read from IOPub until its idle status."""
+    texts = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            texts.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return texts
+
+
 def of_type(outputs, t):
     return [m for m in outputs if m["msg_type"] == t]
 
@@ -196,15 +209,7 @@ def test_input_over_stdin(rhai_kernel):
     kc.input("ada")
     reply = kc.get_shell_msg(timeout=TIMEOUT)
     assert reply["content"]["status"] == "ok"
-    texts = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            texts.append(msg["content"]["text"])
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
+    texts = stream_texts_until_idle(kc, msg_id)
     assert texts == ["hi ada\n"]
 
 
@@ -226,15 +231,7 @@ def test_only_the_client_asked_may_answer_an_input_request(rhai_kernel):
         kc.input("mine")
         reply = kc.get_shell_msg(timeout=TIMEOUT)
         assert reply["content"]["status"] == "ok"
-        texts = []
-        while True:
-            msg = kc.get_iopub_msg(timeout=TIMEOUT)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                texts.append(msg["content"]["text"])
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
+        texts = stream_texts_until_idle(kc, msg_id)
         assert texts == ["got mine\n"]
     finally:
         other.stop_channels()
