@@ -103,13 +103,17 @@ fn default_token_file(uri: &Uri) -> Option<PathBuf> {
     })
 }
 
-/// Whether the URL names this machine's loopback (`localhost`, 127.0.0.0/8, `::1`).
-fn is_loopback(uri: &Uri) -> bool {
-    let host = uri
-        .host()
+/// The URL's host, without the brackets of an IPv6 address.
+fn host_of(uri: &Uri) -> &str {
+    uri.host()
         .unwrap_or("")
         .trim_start_matches('[')
-        .trim_end_matches(']');
+        .trim_end_matches(']')
+}
+
+/// Whether the URL names this machine's loopback (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(uri: &Uri) -> bool {
+    let host = host_of(uri);
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
@@ -186,13 +190,8 @@ impl Server {
             );
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("").to_owned();
-        let host = uri
-            .host()
-            .unwrap_or("")
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = host_of(&uri).to_owned();
+        let port = port_of(&uri);
         let tls = if https {
             Some(tls_connector(cafile)?)
         } else {

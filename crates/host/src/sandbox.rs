@@ -78,6 +78,12 @@ impl SandboxHook {
         Ok(SandboxHook { config, support })
     }
 
+    /// Whether kernels may create Unix sockets: allowed by the policy, or no filter for this
+    /// architecture.
+    fn unix_sockets_open(&self) -> bool {
+        self.config.policy.allow_unix_sockets || !kernelgate_sandbox::seccomp::AVAILABLE
+    }
+
     /// A one-line summary for the start-up banner.
     pub fn summary(&self) -> String {
         if self.support.complete() {
@@ -273,7 +279,7 @@ impl LaunchHook for SandboxHook {
             "missing": self.support.missing,
             "work_dir": work_dir,
             "connect_ports": plan.connect_ports,
-            "unix_sockets": plan.unix_sockets || !kernelgate_sandbox::seccomp::AVAILABLE,
+            "unix_sockets": self.unix_sockets_open(),
         }))
     }
 
@@ -293,8 +299,7 @@ impl LaunchHook for SandboxHook {
             "landlock_abi": self.support.abi,
             "missing": self.support.missing,
             "network": self.config.policy.network,
-            "unix_sockets": self.config.policy.allow_unix_sockets
-                || !kernelgate_sandbox::seccomp::AVAILABLE,
+            "unix_sockets": self.unix_sockets_open(),
             "work_root": self.config.work_root,
         })
     }

@@ -134,11 +134,7 @@ pub(crate) fn heartbeat_loop(socket: Socket, flags: Flags, rejections: &Rejectio
                 // socket, which now waits to reply and would never read again: answer it with
                 // an empty frame so that it serves the next ping.
                 if matches!(e, kernelgate_zmq::Error::TooLarge { .. }) {
-                    let err = kernelgate_wire::Error::new(
-                        kernelgate_wire::ErrorKind::TooLarge,
-                        e.to_string(),
-                    );
-                    crate::rejections::record(rejections, Channel::Heartbeat, &err);
+                    crate::rejections::record_too_large(rejections, Channel::Heartbeat, &e);
                 } else {
                     tracing::debug!("heartbeat receive failed: {e}");
                 }

@@ -18,3 +18,13 @@ pub(crate) fn record(rejections: &Rejections, channel: Channel, error: &kernelga
         );
     }
 }
+
+/// Counts and logs a message the transport refused as over the receive limits (never stored).
+pub(crate) fn record_too_large(
+    rejections: &Rejections,
+    channel: Channel,
+    error: &kernelgate_zmq::Error,
+) {
+    let err = kernelgate_wire::Error::new(kernelgate_wire::ErrorKind::TooLarge, error.to_string());
+    record(rejections, channel, &err);
+}

@@ -408,9 +408,7 @@ pub(crate) fn receive(
         Err(e) if e.is_again() => return Received::Empty,
         // Oversized or too many frames: refused by the transport before being stored.
         Err(e @ kernelgate_zmq::Error::TooLarge { .. }) => {
-            let err =
-                kernelgate_wire::Error::new(kernelgate_wire::ErrorKind::TooLarge, e.to_string());
-            crate::rejections::record(rejections, channel, &err);
+            crate::rejections::record_too_large(rejections, channel, &e);
             return Received::Refused;
         }
         // A local socket failure, not something a peer sent: log, don't count as a refusal.

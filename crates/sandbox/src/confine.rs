@@ -176,8 +176,7 @@ impl Confinement {
 
 /// `no_new_privs`, `landlock_restrict_self` on `ruleset` (after adding the caller's own
 /// `/proc/PID`), then the seccomp filter of [`crate::seccomp`] unless the plan allows Unix
-/// sockets. Async-signal-safe: no
-/// allocation, only system calls.
+/// sockets. Async-signal-safe: no allocation, only system calls.
 #[allow(unsafe_code)]
 unsafe fn restrict_self(ruleset: &OwnedFd, refuse_unix_sockets: bool) -> io::Result<()> {
     let fd = ruleset.as_raw_fd();

@@ -314,9 +314,8 @@ impl Connection {
     /// Sends `first` and whatever else is ready in one write: the five messages of an execute
     /// arrive nearly together, and one flush wakes the client once instead of five times.
     /// Fails when the write fails or the client has not taken it within the host's
-    /// `ws_write_timeout`: a
-    /// client that stopped reading would otherwise hold this loop (and its connection's place,
-    /// sockets and the kernel's "connected" mark) for good.
+    /// `ws_write_timeout`: a client that stopped reading would otherwise hold this loop (and
+    /// its connection's place, sockets and the kernel's "connected" mark) for good.
     async fn send_batch(
         &mut self,
         socket: &mut WebSocket,
