@@ -199,6 +199,21 @@ def test_history(rhai_kernel):
     assert [h[2] for h in reply["history"]] == ["2 + 2"]
 
 
+def test_a_costly_history_search_is_refused_and_the_kernel_serves_on(rhai_kernel):
+    _, kc = rhai_kernel
+    run(kc, "// " + "a" * 300_000)
+    # Glob matching costs pattern x text here: 300 million steps, over the kernel's budget.
+    costly = "*" + "a" * 1000 + "b"
+    reply = kc.history(hist_access_type="search", pattern=costly, reply=True, timeout=120)["content"]
+    assert reply["status"] == "error"
+    assert "too costly" in reply["evalue"]
+    reply = kc.history(hist_access_type="search", pattern="a" * 1025, reply=True, timeout=TIMEOUT)["content"]
+    assert reply["status"] == "error"
+    assert "longer than 1024" in reply["evalue"]
+    reply = kc.history(hist_access_type="search", pattern="// a*", reply=True, timeout=TIMEOUT)["content"]
+    assert reply["status"] == "ok" and len(reply["history"]) == 1
+
+
 def test_input_over_stdin(rhai_kernel):
     _, kc = rhai_kernel
     msg_id = kc.execute('let name = input("who? "); print("hi " + name);', allow_stdin=True)

@@ -185,7 +185,13 @@ impl ShellLoop {
             },
             "history_request" => match msg.content_as::<HistoryRequest>() {
                 Ok(req) => {
-                    let reply = json!({ "status": "ok", "history": self.history.query(&req) });
+                    let reply = match self.history.query(&req) {
+                        Ok(history) => json!({ "status": "ok", "history": history }),
+                        Err(e) => json!({
+                            "status": "error", "ename": "HistoryError",
+                            "evalue": e.to_string(), "traceback": [],
+                        }),
+                    };
                     answer.reply = answering.reply("history_reply", &reply);
                 }
                 Err(e) => answer.reply = self.reply_error("history_reply", &e, answering),
