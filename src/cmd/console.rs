@@ -124,6 +124,8 @@ fn execute(
         allow_stdin: true,
         // Code runs until it ends or is interrupted.
         timeout: Some(Duration::from_secs(365 * 86_400)),
+        // The printer shows outputs as they come; none need keeping.
+        keep_output_bytes: 0,
         ..ExecuteOptions::default()
     };
     let mut printer = Printer {

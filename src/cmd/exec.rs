@@ -64,6 +64,8 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let options = ExecuteOptions {
         allow_stdin: args.allow_stdin,
         timeout: Some(timeout),
+        // The printer shows outputs as they come; none need keeping.
+        keep_output_bytes: 0,
         ..ExecuteOptions::default()
     };
     let failed = if args.json {

@@ -22,7 +22,14 @@ pub struct ExecuteOptions {
     pub user_expressions: Map<String, Value>,
     /// Overall deadline for the reply and the final `idle` status; `None` = the client's default.
     pub timeout: Option<Duration>,
+    /// Outputs kept in [`ExecuteOutcome::outputs`] up to about this many bytes (default
+    /// 256 MiB); later ones still reach the handler but are only counted, so a cell printing
+    /// for hours cannot exhaust the client's memory. 0 keeps none: for handlers that print.
+    pub keep_output_bytes: usize,
 }
+
+/// [`ExecuteOptions::keep_output_bytes`] by default.
+pub const KEEP_OUTPUT_BYTES: usize = 256 << 20;
 
 impl Default for ExecuteOptions {
     fn default() -> Self {
@@ -33,6 +40,7 @@ impl Default for ExecuteOptions {
             stop_on_error: true,
             user_expressions: Map::new(),
             timeout: None,
+            keep_output_bytes: KEEP_OUTPUT_BYTES,
         }
     }
 }
@@ -78,8 +86,62 @@ pub struct ExecuteOutcome {
     pub reply: ExecuteReply,
     /// The whole reply message (metadata, header).
     pub reply_message: Message,
-    /// IOPub messages for this request except `status`, in arrival order.
+    /// IOPub messages for this request except `status`, in arrival order, up to
+    /// [`ExecuteOptions::keep_output_bytes`].
     pub outputs: Vec<Message>,
+    /// Outputs the handler saw that were not kept, being over `keep_output_bytes`.
+    pub outputs_dropped: usize,
+}
+
+/// The outputs of one execution, kept up to a byte budget.
+#[derive(Debug)]
+pub(crate) struct KeptOutputs {
+    kept: Vec<Message>,
+    dropped: usize,
+    room: usize,
+}
+
+impl KeptOutputs {
+    pub(crate) fn new(budget: usize) -> KeptOutputs {
+        KeptOutputs {
+            kept: Vec::new(),
+            dropped: 0,
+            room: budget,
+        }
+    }
+
+    pub(crate) fn push(&mut self, msg: Message) {
+        let size = approx_size(&msg);
+        if size <= self.room {
+            self.room -= size;
+            self.kept.push(msg);
+        } else {
+            // Once one is dropped, later ones are too: what is kept stays a prefix, in order.
+            self.room = 0;
+            self.dropped += 1;
+        }
+    }
+
+    /// The kept outputs and the count of dropped ones.
+    pub(crate) fn into_parts(self) -> (Vec<Message>, usize) {
+        (self.kept, self.dropped)
+    }
+}
+
+/// Roughly the memory a message holds: its strings, buffers and a word per JSON value.
+pub(crate) fn approx_size(msg: &Message) -> usize {
+    fn value(v: &Value) -> usize {
+        8 + match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value).sum(),
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + value(v)).sum(),
+            _ => 0,
+        }
+    }
+    let buffers: usize = msg.buffers.iter().map(Vec::len).sum();
+    let metadata: usize = msg.metadata.iter().map(|(k, v)| k.len() + value(v)).sum();
+    // Headers: a few short strings.
+    512 + metadata + value(&msg.content) + buffers
 }
 
 impl ExecuteOutcome {
@@ -123,5 +185,44 @@ impl ExecuteOutcome {
         self.outputs
             .iter()
             .filter(move |m| m.msg_type() == msg_type)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) fn stream(text: &str) -> Message {
+        Message {
+            identities: Vec::new(),
+            header: kernelgate_wire::Header {
+                msg_type: "stream".into(),
+                ..Default::default()
+            },
+            parent_header: None,
+            metadata: Map::new(),
+            content: json!({ "name": "stdout", "text": text }),
+            buffers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn outputs_are_kept_up_to_their_budget_then_counted() {
+        let mut outputs = KeptOutputs::new(10_000);
+        for _ in 0..10 {
+            outputs.push(stream(&"x".repeat(1_000)));
+        }
+        outputs.push(stream("short, but after one was dropped"));
+        let (kept, dropped) = outputs.into_parts();
+        assert!((5..10).contains(&kept.len()), "kept {}", kept.len());
+        assert_eq!(kept.len() + dropped, 11);
+        let (none, dropped) = {
+            let mut o = KeptOutputs::new(0);
+            o.push(stream("a"));
+            o.into_parts()
+        };
+        assert!(none.is_empty());
+        assert_eq!(dropped, 1);
     }
 }

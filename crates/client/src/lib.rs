@@ -32,7 +32,7 @@ pub use blocking::BlockingKernelClient;
 pub use client::{ClientConfig, KernelClient, DEFAULT_TIMEOUT};
 pub use connect::{find_connection_file, find_connection_file_in, CurveIdentity};
 pub use error::{Error, Result};
-pub use execute::{ExecuteOptions, ExecuteOutcome, OutputHandler};
+pub use execute::{ExecuteOptions, ExecuteOutcome, OutputHandler, KEEP_OUTPUT_BYTES};
 pub use heartbeat::HeartbeatConfig;
 
 /// Re-exports of the protocol types this API uses.

@@ -4,7 +4,6 @@ mod iopub;
 mod liveness;
 mod requests;
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::connect::{client_socket, read_connection_file, CurveIdentity, CurveKeys};
 use crate::error::{Error, Result};
-use crate::execute::{ExecuteOptions, ExecuteOutcome, OutputHandler};
+use crate::execute::{ExecuteOptions, ExecuteOutcome, KeptOutputs, OutputHandler};
 use crate::heartbeat::{died, HeartbeatMonitor};
 
 /// The default deadline of every wait.
@@ -48,6 +47,8 @@ pub struct ClientConfig {
     /// At most this many IOPub messages not claimed by a running request are kept for
     /// [`KernelClient::recv_iopub`]; older ones are dropped.
     pub iopub_backlog: usize,
+    /// And at most about this many bytes of them (default 256 MiB).
+    pub iopub_backlog_bytes: usize,
 }
 
 /// How long a message may wait unread at a client and still be judged by when it arrived.
@@ -74,6 +75,7 @@ impl Default for ClientConfig {
             allow_unauthenticated: false,
             curve: CurveIdentity::default(),
             iopub_backlog: 10_000,
+            iopub_backlog_bytes: 256 << 20,
         }
     }
 }
@@ -153,7 +155,7 @@ pub struct KernelClient {
     iopub: AsyncSocket,
     hb: Option<AsyncSocket>,
     hb_count: u64,
-    backlog: VecDeque<Message>,
+    backlog: iopub::Backlog,
     rejections: Rejections,
     last_input_request: Option<Message>,
     monitor: Option<HeartbeatMonitor>,
@@ -235,7 +237,7 @@ impl KernelClient {
             iopub,
             hb: None,
             hb_count: 0,
-            backlog: VecDeque::new(),
+            backlog: iopub::Backlog::default(),
             rejections: Rejections::default(),
             last_input_request: None,
             monitor: None,
@@ -433,7 +435,7 @@ impl KernelClient {
             .await?;
         let mut reply: Option<Message> = None;
         let mut idle = false;
-        let mut outputs = Vec::new();
+        let mut outputs = KeptOutputs::new(options.keep_output_bytes);
         while reply.is_none() || !idle {
             let Self {
                 shell,
@@ -494,10 +496,12 @@ impl KernelClient {
         let reply_message = reply.ok_or_else(|| Error::timeout("the execute_reply", timeout))?;
         check_status(&reply_message)?;
         let reply: ExecuteReply = reply_message.content_as()?;
+        let (outputs, outputs_dropped) = outputs.into_parts();
         Ok(ExecuteOutcome {
             reply,
             reply_message,
             outputs,
+            outputs_dropped,
         })
     }
 }
