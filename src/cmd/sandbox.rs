@@ -90,8 +90,7 @@ fn default_work_root() -> PathBuf {
         // work root is the whole story: under a shared parent such as /tmp/kernelgate, whoever
         // created that parent could rename the work root away and put their own in its place.
         None => {
-            use std::os::unix::fs::MetadataExt;
-            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+            let uid = kernelgate_zmq::files::euid();
             std::env::temp_dir().join(format!("kernelgate-{uid}-kernels"))
         }
     }

@@ -32,10 +32,7 @@ pub fn listening_uids(tables: &[&str], port: u16) -> Vec<u32> {
 /// Whether something listens on `port` and all of it belongs to this process's user.
 /// False when the tables cannot be read (the token then needs `--token-file`).
 pub fn port_is_ours(port: u16) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
-        return false;
-    };
+    let me = kernelgate_zmq::files::euid();
     let v4 = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let v6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
     let uids = listening_uids(&[&v4, &v6], port);

@@ -96,15 +96,42 @@ pub fn find_connection_file(name_or_path: &str) -> Result<PathBuf> {
 }
 
 /// [`find_connection_file`] searching `dirs` instead of the runtime directory.
+///
+/// A path (with a `/`) is used as given. A file found by its name, in the current directory
+/// (which may be shared, such as `/tmp`) or in `dirs`, must belong to this user.
 pub fn find_connection_file_in(name_or_path: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
+    let given = Path::new(name_or_path);
+    let is_path = name_or_path.contains(std::path::MAIN_SEPARATOR);
+    if is_path {
+        return match given.is_file() {
+            true => Ok(given.to_path_buf()),
+            false => Err(Error::ConnectionFileNotFound(name_or_path.to_owned())),
+        };
+    }
+    search_connection_file(name_or_path, dirs).and_then(ours)
+}
+
+/// The file found by name must be this user's own.
+fn ours(path: PathBuf) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?
+        .uid();
+    match owner == kernelgate_zmq::files::euid() {
+        true => Ok(path),
+        false => Err(Error::ForeignConnectionFile { path, owner }),
+    }
+}
+
+fn search_connection_file(name_or_path: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
     let given = Path::new(name_or_path);
     if !name_or_path.is_empty() && given.is_file() {
         return Ok(given.to_path_buf());
     }
     let not_found = || Error::ConnectionFileNotFound(name_or_path.to_owned());
-    if name_or_path.contains(std::path::MAIN_SEPARATOR) {
-        return Err(not_found());
-    }
     for dir in dirs {
         if !name_or_path.is_empty() {
             for candidate in [
@@ -197,6 +224,34 @@ mod tests {
             find_connection_file_in("zzz", &dirs),
             Err(Error::ConnectionFileNotFound(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_found_by_name_must_be_ours() -> Result<()> {
+        let io = |source| Error::Io {
+            path: "tmp".into(),
+            source,
+        };
+        let dir = tempfile::tempdir().map_err(io)?;
+        let planted = dir.path().join("kernel-planted.json");
+        std::fs::write(&planted, b"{}").map_err(io)?;
+        // As root, give the file away; otherwise a file of root's stands in for another user's.
+        let (dirs, name, path) = if kernelgate_zmq::files::euid() == 0 {
+            std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).map_err(io)?;
+            (vec![dir.path().to_path_buf()], "planted", planted.clone())
+        } else {
+            (vec![PathBuf::from("/etc")], "passwd", PathBuf::from("/etc/passwd"))
+        };
+        match find_connection_file_in(name, &dirs) {
+            Err(Error::ForeignConnectionFile { path: found, owner }) => {
+                assert_eq!(found, path);
+                assert_ne!(owner, kernelgate_zmq::files::euid());
+            }
+            other => panic!("a foreign file was not refused: {other:?}"),
+        }
+        // Named as a path, it is used as asked.
+        assert_eq!(find_connection_file_in(&path.to_string_lossy(), &dirs)?, path);
         Ok(())
     }
 }

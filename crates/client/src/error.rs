@@ -42,6 +42,15 @@ pub enum Error {
     InvalidArgument(String),
     /// No connection file matched.
     ConnectionFileNotFound(String),
+    /// The connection file a name led to belongs to another user: it could point at their
+    /// kernel, which would then see the code and answer input prompts. Given as a path
+    /// (with a `/`), such a file is used as asked.
+    ForeignConnectionFile {
+        /// The file found.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+    },
     /// A file could not be read.
     Io {
         /// The path involved.
@@ -85,6 +94,12 @@ impl fmt::Display for Error {
             } => write!(f, "{msg_type}: {ename}: {evalue}"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::ConnectionFileNotFound(what) => write!(f, "no connection file matches {what:?}"),
+            Error::ForeignConnectionFile { path, owner } => write!(
+                f,
+                "{} belongs to uid {owner}, not to you: its kernel may be someone else's; \
+                 give the file as a path (./NAME) to use it anyway",
+                path.display()
+            ),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }

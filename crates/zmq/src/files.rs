@@ -39,6 +39,11 @@ pub fn runtime_dir() -> PathBuf {
     env_path("JUPYTER_RUNTIME_DIR").unwrap_or_else(|| jupyter_data_dir().join("runtime"))
 }
 
+/// The effective user id of this process: whose files count as ours.
+pub fn euid() -> u32 {
+    crate::ffi::euid()
+}
+
 /// Creates `path` (and missing parents) with mode 0700, or checks an existing one: it
 /// must be a real directory (not a symlink) owned by us. If it is ours but readable or
 /// writable by group/others, its mode is tightened to 0700.
