@@ -179,6 +179,7 @@ pub(crate) fn read_connection_file(path: &Path) -> Result<ConnectionInfo> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
 
     #[test]
@@ -241,7 +242,11 @@ mod tests {
             std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).map_err(io)?;
             (vec![dir.path().to_path_buf()], "planted", planted.clone())
         } else {
-            (vec![PathBuf::from("/etc")], "passwd", PathBuf::from("/etc/passwd"))
+            (
+                vec![PathBuf::from("/etc")],
+                "passwd",
+                PathBuf::from("/etc/passwd"),
+            )
         };
         match find_connection_file_in(name, &dirs) {
             Err(Error::ForeignConnectionFile { path: found, owner }) => {
@@ -251,7 +256,10 @@ mod tests {
             other => panic!("a foreign file was not refused: {other:?}"),
         }
         // Named as a path, it is used as asked.
-        assert_eq!(find_connection_file_in(&path.to_string_lossy(), &dirs)?, path);
+        assert_eq!(
+            find_connection_file_in(&path.to_string_lossy(), &dirs)?,
+            path
+        );
         Ok(())
     }
 }

@@ -214,6 +214,7 @@ fn glob_match(p: &[char], text: &str, budget: &mut u64) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
     use kernelgate_wire::content::HistoryRequest;
 
@@ -267,11 +268,17 @@ mod tests {
         let budget = 1 << 22;
         // After the `*`, each text position retries the whole segment: pattern x text steps.
         let costly = format!("*{}b", "a".repeat(1000));
-        assert_eq!(h.query_within(&search(&costly), budget), Err(QueryError::SearchTooCostly));
+        assert_eq!(
+            h.query_within(&search(&costly), budget),
+            Err(QueryError::SearchTooCostly)
+        );
         let long = "a".repeat(MAX_PATTERN + 1);
         assert_eq!(h.query(&search(&long)), Err(QueryError::PatternTooLong));
         for ordinary in ["a*", "*a", "*a*", "a?a*"] {
-            assert_eq!(h.query_within(&search(ordinary), budget).map(|v| v.len()), Ok(64));
+            assert_eq!(
+                h.query_within(&search(ordinary), budget).map(|v| v.len()),
+                Ok(64)
+            );
         }
     }
 }

@@ -173,7 +173,10 @@ mod tests {
         for text in ["1", "2", "3"] {
             backlog.push(stream(text), 2, usize::MAX);
         }
-        assert_eq!(backlog.pop().map(|m| m.content["text"].clone()), Some("2".into()));
+        assert_eq!(
+            backlog.pop().and_then(|m| m.content.get("text").cloned()),
+            Some("2".into())
+        );
         backlog.clear();
         let big = "x".repeat(10_000);
         for _ in 0..5 {
@@ -182,7 +185,11 @@ mod tests {
         assert_eq!(backlog.items.len(), 2);
         assert!(backlog.bytes <= 25_000);
         backlog.push(stream(&"y".repeat(30_000)), 100, 25_000);
-        assert_eq!(backlog.items.len(), 2, "a message over the whole budget is not kept");
+        assert_eq!(
+            backlog.items.len(),
+            2,
+            "a message over the whole budget is not kept"
+        );
         assert_eq!(backlog.clear(), 2);
         assert_eq!(backlog.bytes, 0);
     }
