@@ -18,6 +18,38 @@ pub(crate) enum Proc {
     Adopted { pid: i32, start_time: Option<u64> },
 }
 
+impl Proc {
+    /// Whether signals sent to the kernel's pid still reach the kernel. An adopted kernel is not
+    /// our child: once it dies, init reaps it and its pid may go to any new process (a kernel
+    /// started since, a shell job), so the pid counts only while its start time is the one
+    /// recorded. A child's pid stays ours until we reap it.
+    pub(crate) fn is_current(&self) -> bool {
+        match self {
+            Proc::Child(_) => true,
+            Proc::Adopted { pid, start_time } => {
+                start_time.is_some()
+                    && provision::process_alive(*pid)
+                    && provision::process_start_time(*pid) == *start_time
+            }
+        }
+    }
+}
+
+/// Signals the kernel's process group, unless its pid has gone to another process.
+fn signal_kernel(proc: &Proc, pid: Option<i32>, signal: Signal) {
+    match pid {
+        Some(pid) if proc.is_current() => {
+            let _ = provision::signal_group(pid, signal);
+        }
+        Some(pid) => tracing::debug!(
+            pid,
+            ?signal,
+            "not signalled: the pid is another process now"
+        ),
+        None => {}
+    }
+}
+
 pub(crate) async fn interrupt(
     mode: InterruptMode,
     pid: Option<i32>,
@@ -57,9 +89,9 @@ pub(crate) async fn wait_child(proc: &mut Proc) -> String {
 pub(crate) async fn wait_exit(proc: &mut Proc, wait: Duration) -> bool {
     match proc {
         Proc::Child(c) => matches!(tokio::time::timeout(wait, c.wait()).await, Ok(Ok(_))),
-        Proc::Adopted { pid, .. } => {
+        Proc::Adopted { .. } => {
             let deadline = tokio::time::Instant::now() + wait;
-            while provision::process_alive(*pid) {
+            while proc.is_current() {
                 if tokio::time::Instant::now() >= deadline {
                     return false;
                 }
@@ -72,9 +104,7 @@ pub(crate) async fn wait_exit(proc: &mut Proc, wait: Duration) -> bool {
 
 /// Kills what is left of a dead kernel's process group and reaps it.
 pub(crate) async fn reap(proc: &mut Proc, pid: Option<i32>, wait: Duration) {
-    if let Some(pid) = pid {
-        let _ = provision::signal_group(pid, Signal::SIGKILL);
-    }
+    signal_kernel(proc, pid, Signal::SIGKILL);
     wait_exit(proc, wait).await;
 }
 
@@ -133,9 +163,7 @@ async fn escalate(
     let path = if wait_exit(proc, waits.request_wait).await {
         StopPath::Requested
     } else {
-        if let Some(pid) = pid {
-            let _ = provision::signal_group(pid, Signal::SIGTERM);
-        }
+        signal_kernel(proc, pid, Signal::SIGTERM);
         if wait_exit(proc, waits.term_wait).await {
             StopPath::Terminated
         } else {
@@ -146,4 +174,37 @@ async fn escalate(
     reap(proc, pid, Duration::from_secs(2)).await;
     tracing::info!(pid = ?pid, ?path, "kernel stopped");
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adopted_pid_counts_only_with_its_recorded_start_time() {
+        let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let start_time = provision::process_start_time(me);
+        assert!(start_time.is_some());
+        assert!(Proc::Adopted {
+            pid: me,
+            start_time
+        }
+        .is_current());
+        let reused = start_time.map(|t| t + 1);
+        assert!(!Proc::Adopted {
+            pid: me,
+            start_time: reused
+        }
+        .is_current());
+        assert!(!Proc::Adopted {
+            pid: me,
+            start_time: None
+        }
+        .is_current());
+        assert!(!Proc::Adopted {
+            pid: i32::MAX,
+            start_time
+        }
+        .is_current());
+    }
 }

@@ -183,7 +183,8 @@ async fn check_alive(
     if !provision::process_alive(rec.pid) {
         return Err("process is gone".into());
     }
-    if rec.start_time.is_some() && provision::process_start_time(rec.pid) != rec.start_time {
+    // Without a recorded start time, the pid alone cannot tell the kernel from a newer process.
+    if rec.start_time.is_none() || provision::process_start_time(rec.pid) != rec.start_time {
         return Err("pid belongs to another process now".into());
     }
     let bytes = std::fs::read(&rec.connection_file).map_err(|e| format!("connection file: {e}"))?;

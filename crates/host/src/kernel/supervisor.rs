@@ -349,10 +349,8 @@ async fn run_process(
                 // A kernel gone quiet after a burst of output would otherwise leave the burst's
                 // digests in the IOPub history until its next message.
                 session.forget_expired();
-                if let Proc::Adopted { pid, start_time } = proc {
-                    if !provision::process_alive(*pid) || (start_time.is_some() && provision::process_start_time(*pid) != *start_time) {
-                        return Outcome::Died("adopted process is gone".into());
-                    }
+                if matches!(proc, Proc::Adopted { .. }) && !proc.is_current() {
+                    return Outcome::Died("adopted process is gone".into());
                 }
                 if (heartbeat_seen || answered_info) && !answered {
                     misses += 1;
@@ -369,7 +367,8 @@ async fn run_process(
                     Some(Control::Restart(reply)) => return Outcome::Restart(reply),
                     Some(Control::Shutdown(reply)) => return Outcome::Shutdown(reply),
                     Some(Control::Interrupt(reply)) => {
-                        let pid = kernel.pid();
+                        // Never a SIGINT to a pid that has gone to another process.
+                        let pid = kernel.pid().filter(|_| proc.is_current());
                         let mode = cfg_interrupt_mode(host, &kernel.name);
                         let ctx = ctx.clone();
                         let info = info.clone();
