@@ -286,7 +286,7 @@ async fn wait_for_file(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(2);
     loop {
-        if let Ok(bytes) = std::fs::read(path) {
+        if let Ok(bytes) = read_connection_file(path) {
             let info = ConnectionInfo::from_json(&bytes).map_err(|e| lerr(e.to_string()))?;
             info.validate_for_connect()
                 .map_err(|e| lerr(e.to_string()))?;
@@ -314,6 +314,25 @@ pub fn signal_group(pgid: i32, signal: Signal) -> nix::Result<()> {
 /// Whether process `pid` exists (signal 0).
 pub fn process_alive(pid: i32) -> bool {
     pid > 1 && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// Connection files are a few hundred bytes: anything past this is refused unread.
+const CONNECTION_FILE_MAX: u64 = 64 << 10;
+
+/// Reads a connection file a kernel may have written (or rewritten), refusing one over
+/// [`CONNECTION_FILE_MAX`]: a kernel growing its file to gigabytes must not exhaust the host.
+pub(crate) fn read_connection_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(CONNECTION_FILE_MAX + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > CONNECTION_FILE_MAX {
+        return Err(std::io::Error::other(format!(
+            "larger than {CONNECTION_FILE_MAX} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// The process start time (clock ticks since boot, field 22 of /proc/PID/stat), to tell a
@@ -394,6 +413,20 @@ pub fn load_specs(dirs: &BTreeMap<String, PathBuf>) -> BTreeMap<String, LaunchSp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grown_connection_file_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("tempdir: {e}"));
+        let path = dir.path().join("kernel-grown.json");
+        let file = std::fs::File::create(&path).unwrap_or_else(|e| unreachable!("create: {e}"));
+        // Sparse: 8 GiB claimed, nothing written.
+        file.set_len(8 << 30)
+            .unwrap_or_else(|e| unreachable!("set_len: {e}"));
+        let refused = read_connection_file(&path);
+        assert!(refused.is_err_and(|e| e.to_string().contains("larger than")));
+        std::fs::write(&path, b"{}").unwrap_or_else(|e| unreachable!("write: {e}"));
+        assert_eq!(read_connection_file(&path).ok(), Some(b"{}".to_vec()));
+    }
 
     #[test]
     fn five_distinct_ports() {

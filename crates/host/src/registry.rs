@@ -187,7 +187,8 @@ async fn check_alive(
     if rec.start_time.is_none() || provision::process_start_time(rec.pid) != rec.start_time {
         return Err("pid belongs to another process now".into());
     }
-    let bytes = std::fs::read(&rec.connection_file).map_err(|e| format!("connection file: {e}"))?;
+    let bytes = provision::read_connection_file(&rec.connection_file)
+        .map_err(|e| format!("connection file: {e}"))?;
     let info = kernelgate_wire::ConnectionInfo::from_json(&bytes).map_err(|e| e.to_string())?;
     zmqio::request(
         ctx,
