@@ -26,11 +26,7 @@ impl Proc {
     pub(crate) fn is_current(&self) -> bool {
         match self {
             Proc::Child(_) => true,
-            Proc::Adopted { pid, start_time } => {
-                start_time.is_some()
-                    && provision::process_alive(*pid)
-                    && provision::process_start_time(*pid) == *start_time
-            }
+            Proc::Adopted { pid, start_time } => provision::is_same_process(*pid, *start_time),
         }
     }
 }

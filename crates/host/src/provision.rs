@@ -335,6 +335,12 @@ pub(crate) fn read_connection_file(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Whether `pid` still names the process launched with `start_time`: alive and started then.
+/// Without a recorded start time the pid alone cannot tell it from a newer process: false.
+pub fn is_same_process(pid: i32, start_time: Option<u64>) -> bool {
+    start_time.is_some() && process_alive(pid) && process_start_time(pid) == start_time
+}
+
 /// The process start time (clock ticks since boot, field 22 of /proc/PID/stat), to tell a
 /// re-used pid from the kernel we started.
 pub fn process_start_time(pid: i32) -> Option<u64> {

@@ -183,8 +183,7 @@ async fn check_alive(
     if !provision::process_alive(rec.pid) {
         return Err("process is gone".into());
     }
-    // Without a recorded start time, the pid alone cannot tell the kernel from a newer process.
-    if rec.start_time.is_none() || provision::process_start_time(rec.pid) != rec.start_time {
+    if !provision::is_same_process(rec.pid, rec.start_time) {
         return Err("pid belongs to another process now".into());
     }
     let bytes = provision::read_connection_file(&rec.connection_file)
@@ -206,8 +205,7 @@ async fn check_alive(
 /// names the process that was launched (same start time): a pid the system has since given to
 /// another process, or one recorded without a start time, is left alone.
 fn cleanup(rec: &KernelRecord) {
-    let same = rec.start_time.is_some() && provision::process_start_time(rec.pid) == rec.start_time;
-    if same && provision::process_alive(rec.pid) {
+    if provision::is_same_process(rec.pid, rec.start_time) {
         let _ = provision::signal_group(rec.pid, nix::sys::signal::Signal::SIGKILL);
     }
     let _ = std::fs::remove_file(&rec.connection_file);

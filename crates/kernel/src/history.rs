@@ -63,11 +63,12 @@ impl History {
     /// Records input `code` run as execution `count`, with its plain-text result if any. An
     /// entry larger than [`MAX_BYTES`] by itself is not kept.
     pub fn record(&mut self, count: i64, code: &str, output: Option<String>) {
-        let entry = (count, code.to_owned(), output);
-        let size = entry_bytes(&entry);
+        let size = code.len() + output.as_ref().map_or(0, String::len);
         if size > MAX_BYTES || self.max_entries == 0 {
             return;
         }
+        // Copied only once it is known to be kept.
+        let entry = (count, code.to_owned(), output);
         while self.entries.len() >= self.max_entries || self.bytes + size > MAX_BYTES {
             match self.entries.pop_front() {
                 Some(old) => self.bytes -= entry_bytes(&old),
