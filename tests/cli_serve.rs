@@ -113,6 +113,57 @@ fn own_token_and_private_files_and_sigterm_leaves_nothing_behind() {
 }
 
 #[test]
+fn a_second_host_on_the_same_port_or_state_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Serve::start_with_own_token(dir.path(), &[]);
+    let token_before = std::fs::read(&first.token_file).expect("the token file");
+    let port = first.port.to_string();
+    let other_state = dir.path().join("other-state.json");
+    let shared_state = dir.path().join("state.json");
+    // Another address of the same port (both bind), then another port with the same state file.
+    let cases: [(&str, &str, &Path); 2] = [
+        ("127.0.0.2", port.as_str(), other_state.as_path()),
+        ("127.0.0.1", "0", shared_state.as_path()),
+    ];
+    for (ip, port, state) in cases {
+        let out = run_bounded(
+            &[
+                OsStr::new("serve"),
+                OsStr::new("--ip"),
+                OsStr::new(ip),
+                OsStr::new("--port"),
+                OsStr::new(port),
+                OsStr::new("--state-file"),
+                state.as_os_str(),
+                OsStr::new("--kernel-dirs"),
+                dir.path().join("kernelspecs").as_os_str(),
+            ],
+            &[("JUPYTER_RUNTIME_DIR", first.runtime.as_os_str())],
+            None,
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{ip}:{port}: a second host started: {err}"
+        );
+        assert!(
+            err.contains("another kernelgate host"),
+            "{ip}:{port}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{ip}:{port}: printed a URL");
+    }
+    assert_eq!(
+        std::fs::read(&first.token_file).expect("the token file"),
+        token_before,
+        "the first host's token file was touched"
+    );
+    let (status, _) = http("GET", &format!("{}/api", first.url), Some(&first.token));
+    assert_eq!(status, 200, "the first host stopped serving");
+    first.stop();
+}
+
+#[test]
 fn listening_beyond_loopback_without_tls_is_refused() {
     // Refused before anything is bound: nothing listens beyond loopback, even for a moment.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -193,6 +193,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| runtime_dir.join(format!("kernelgate-host-{port}.json"))),
     );
 
+    // One host at a time per port and per state file: a second host on the same port (another
+    // address of it) would overwrite this one's token file and adopt its kernels as its own.
+    let _locks = lock_host_files(&runtime_dir, port, config.state_file.as_deref())?;
+
     let (token, token_file) = match &args.token_file {
         Some(p) => (Token::load(p)?, None),
         None => {
@@ -267,4 +271,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     drop(token_file);
     eprintln!("kernelgate: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Locks the names this host's files share with any other host on `port`, and its state file.
+fn lock_host_files(
+    runtime_dir: &std::path::Path,
+    port: u16,
+    state_file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<files::LockFile>> {
+    let mut paths = vec![runtime_dir.join(format!("kernelgate-serve-{port}.lock"))];
+    if let Some(state) = state_file {
+        let mut name = state.as_os_str().to_owned();
+        name.push(".lock");
+        paths.push(name.into());
+    }
+    paths
+        .iter()
+        .map(|path| {
+            files::LockFile::acquire(path).map_err(|e| match e {
+                kernelgate_zmq::Error::Locked { .. } => anyhow::anyhow!(
+                    "another kernelgate host of yours is running with port {port} or the same \
+                     state file ({} is locked): the two would share a token file and adopt \
+                     each other's kernels; stop it, or give this one another --port or \
+                     --state-file",
+                    path.display()
+                ),
+                other => anyhow::anyhow!("{other}"),
+            })
+        })
+        .collect()
 }

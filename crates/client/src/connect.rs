@@ -169,11 +169,15 @@ fn search_connection_file(name_or_path: &str, dirs: &[PathBuf]) -> Result<PathBu
 }
 
 /// Reads and parses a connection file.
+/// At most [`ConnectionInfo::MAX_FILE_BYTES`] are read.
 pub(crate) fn read_connection_file(path: &Path) -> Result<ConnectionInfo> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes =
+        kernelgate_zmq::files::read_bounded(path, ConnectionInfo::MAX_FILE_BYTES).map_err(|e| {
+            match e {
+                kernelgate_zmq::Error::Io { path, source, .. } => Error::Io { path, source },
+                other => Error::Transport(other),
+            }
+        })?;
     Ok(ConnectionInfo::from_json(&bytes)?)
 }
 

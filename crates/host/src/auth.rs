@@ -61,10 +61,13 @@ impl Token {
                 path.display()
             )));
         }
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| TokenError(format!("token file {}: {e}", path.display())))?,
+        // A token is 64 characters; a huge file named by mistake is refused unread.
+        let bytes = Zeroizing::new(
+            kernelgate_zmq::files::read_bounded(path, 64 << 10)
+                .map_err(|e| TokenError(format!("token file: {e}")))?,
         );
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| TokenError(format!("token file {} is not UTF-8 text", path.display())))?;
         Token::from_text(text.lines().next().unwrap_or("").trim())
     }
 

@@ -286,7 +286,15 @@ async fn wait_for_file(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(2);
     loop {
-        if let Ok(bytes) = read_connection_file(path) {
+        let read = read_connection_file(path);
+        if let Err(
+            e @ (kernelgate_zmq::Error::InsecurePath { .. }
+            | kernelgate_zmq::Error::FileTooLarge { .. }),
+        ) = &read
+        {
+            return Err(lerr(format!("connection file: {e}")));
+        }
+        if let Ok(bytes) = read {
             let info = ConnectionInfo::from_json(&bytes).map_err(|e| lerr(e.to_string()))?;
             info.validate_for_connect()
                 .map_err(|e| lerr(e.to_string()))?;
@@ -316,23 +324,12 @@ pub fn process_alive(pid: i32) -> bool {
     pid > 1 && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
 }
 
-/// Connection files are a few hundred bytes: anything past this is refused unread.
-const CONNECTION_FILE_MAX: u64 = 64 << 10;
-
-/// Reads a connection file a kernel may have written (or rewritten), refusing one over
-/// [`CONNECTION_FILE_MAX`]: a kernel growing its file to gigabytes must not exhaust the host.
-pub(crate) fn read_connection_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(CONNECTION_FILE_MAX + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > CONNECTION_FILE_MAX {
-        return Err(std::io::Error::other(format!(
-            "larger than {CONNECTION_FILE_MAX} bytes"
-        )));
-    }
-    Ok(bytes)
+/// Reads a connection file a kernel may have written (or rewritten): at most
+/// [`ConnectionInfo::MAX_FILE_BYTES`] (a kernel growing its file to gigabytes must not exhaust the
+/// host), and only a regular file of ours that no one else can write (a kernel's symlink from its
+/// file to one of the host's secrets is refused, not followed).
+pub(crate) fn read_connection_file(path: &Path) -> kernelgate_zmq::Result<Vec<u8>> {
+    kernelgate_zmq::files::read_owned(path, ConnectionInfo::MAX_FILE_BYTES)
 }
 
 /// Whether `pid` still names the process launched with `start_time`: alive and started then.
@@ -429,7 +426,10 @@ mod tests {
         file.set_len(8 << 30)
             .unwrap_or_else(|e| unreachable!("set_len: {e}"));
         let refused = read_connection_file(&path);
-        assert!(refused.is_err_and(|e| e.to_string().contains("larger than")));
+        assert!(matches!(
+            refused,
+            Err(kernelgate_zmq::Error::FileTooLarge { .. })
+        ));
         std::fs::write(&path, b"{}").unwrap_or_else(|e| unreachable!("write: {e}"));
         assert_eq!(read_connection_file(&path).ok(), Some(b"{}".to_vec()));
     }

@@ -51,10 +51,25 @@ impl HostState {
             .filter(|s| s.version == 1)
     }
 
-    /// Reads `path`, if present and valid.
+    /// Reads `path`, if present, valid, ours and not writable by others, and at most
+    /// [`HostState::MAX_FILE_BYTES`].
     pub fn read(path: &Path) -> Option<HostState> {
-        HostState::from_json(&std::fs::read(path).ok()?)
+        match kernelgate_zmq::files::read_owned(path, HostState::MAX_FILE_BYTES) {
+            Ok(bytes) => HostState::from_json(&bytes),
+            Err(kernelgate_zmq::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => {
+                tracing::warn!("not recovering from the state file: {e}");
+                None
+            }
+        }
     }
+
+    /// Far above the state of thousands of kernels (a few hundred bytes each).
+    pub const MAX_FILE_BYTES: u64 = 64 << 20;
 }
 
 #[cfg(test)]

@@ -356,17 +356,7 @@ pub(crate) fn wait_readable(
         return None;
     }
     let polled = match &flags.wake {
-        Some(wake) => {
-            let mut items = [
-                PollItem::new(socket, PollEvents::READABLE),
-                PollItem::latch(wake),
-            ];
-            poll(&mut items, timeout).map(|_| {
-                items
-                    .first()
-                    .is_some_and(|i| i.revents().contains(PollEvents::READABLE))
-            })
-        }
+        Some(wake) => kernelgate_zmq::wait_readable(socket, wake, timeout),
         None => {
             let mut items = [PollItem::new(socket, PollEvents::READABLE)];
             let tick = timeout.map_or(TICK, |t| t.min(TICK));

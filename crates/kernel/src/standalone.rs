@@ -226,8 +226,10 @@ fn connection(
     if let Some(path) = &options.connection_file {
         if path.exists() {
             let shown = path.display();
-            let bytes =
-                std::fs::read(path).map_err(|e| fail(format_args!("reading {shown}"), e))?;
+            // Only a file of ours that no one else can write: a file planted at a shared path
+            // (/tmp/k.json) by another user would hand them the kernel's key.
+            let bytes = files::read_owned(path, ConnectionInfo::MAX_FILE_BYTES)
+                .map_err(|e| fail(format_args!("reading {shown}"), e))?;
             let info = ConnectionInfo::from_json(&bytes)
                 .map_err(|e| fail(format_args!("connection file {shown}"), e))?;
             return Ok((path.clone(), info, true));

@@ -154,6 +154,10 @@ impl ConnectionInfo {
         })
     }
 
+    /// The largest connection file worth reading: real ones are a few hundred bytes, and a
+    /// kernel (or anyone) growing one to gigabytes must not make its reader hold them.
+    pub const MAX_FILE_BYTES: u64 = 64 << 10;
+
     /// Parses a connection file's bytes and validates it.
     pub fn from_json(bytes: &[u8]) -> Result<ConnectionInfo> {
         let raw: RawConnectionInfo = serde_json::from_slice(bytes).map_err(|e| {

@@ -55,6 +55,18 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A file was larger than the caller's limit; it was not read past it.
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        max: u64,
+    },
+    /// Another process holds the lock file (a second host on the same state, say).
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A certificate file could not be parsed.
     Certificate {
         /// The file.
@@ -123,6 +135,16 @@ impl fmt::Display for Error {
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::InsecurePath { path, reason } => {
                 write!(f, "refusing insecure path {}: {reason}", path.display())
+            }
+            Error::FileTooLarge { path, max } => {
+                write!(
+                    f,
+                    "{} is larger than {max} bytes: refused unread",
+                    path.display()
+                )
+            }
+            Error::Locked { path } => {
+                write!(f, "{} is locked by another running process", path.display())
             }
             Error::Certificate { path, reason } => {
                 write!(f, "bad certificate file {}: {reason}", path.display())

@@ -333,6 +333,47 @@ pub(crate) fn poll(items: &mut [PollItemRaw], timeout_ms: c_long) -> Result<usiz
     check(rc, "zmq_poll").map(|n| usize::try_from(n).unwrap_or(0))
 }
 
+/// poll(2) over plain file descriptors (each `(fd, wanted events)`): whether each became
+/// readable (or hung up), in order. `EINTR` counts as "nothing yet". `timeout_ms < 0` waits
+/// forever.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: [c_int; N],
+    timeout_ms: c_int,
+) -> Result<[bool; N], Error> {
+    let mut raw = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let n = libc::nfds_t::try_from(N).unwrap_or(0);
+    // SAFETY: `raw` is a live array of `n` pollfds for the duration of the call.
+    let rc = unsafe { libc::poll(raw.as_mut_ptr(), n, timeout_ms) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok([false; N]);
+        }
+        return Err(Error::io("poll", "", e));
+    }
+    Ok(raw.map(|p| p.revents != 0))
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another open file
+/// description holds it.
+pub(crate) fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the borrowed `file` keeps open; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(e),
+    }
+}
+
 /// The effective user id of this process.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -1,7 +1,7 @@
 //! Jupyter's runtime directory and private, atomic file writes (connection files, keys).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,6 +119,128 @@ pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Reads at most `max` bytes of `path`; a larger file is refused ([`Error::FileTooLarge`]) and
+/// never read whole. For files a user names (a token file, a connection file given as a path):
+/// symlinks are followed.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    read_at_most(file, path, max)
+}
+
+/// Like [`read_bounded`], for a file that holds a secret and must have been written by us: a
+/// regular file (not a symlink: `O_NOFOLLOW`) owned by us (or by root), that no one else may
+/// write. Checked on the opened file, so it cannot be swapped between the check and the read.
+/// A connection file planted in a shared directory by another user (who then knows its key) is
+/// refused, as is a kernel's symlink from its own connection file to a file of the host's.
+pub fn read_owned(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::InsecurePath {
+                path: path.to_owned(),
+                reason: "a symlink".into(),
+            },
+            _ => Error::io("open", path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let insecure = |reason: String| Error::InsecurePath {
+        path: path.to_owned(),
+        reason,
+    };
+    if !meta.file_type().is_file() {
+        return Err(insecure("not a regular file".into()));
+    }
+    let me = euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(insecure(format!(
+            "owned by uid {}, not {me}: whoever wrote it knows its secrets",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(insecure(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o777
+        )));
+    }
+    read_at_most(file, path, max)
+}
+
+fn read_at_most(file: File, path: &Path, max: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::FileTooLarge {
+            path: path.to_owned(),
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
+/// An exclusive lock held on a file for as long as this value lives, and the file removed when
+/// it is dropped: one process at a time uses what the lock guards (a host's state file and
+/// token file, say). A process that dies loses its lock at once (the kernel releases `flock`
+/// locks with the last descriptor; the descriptor is close-on-exec, so children never hold it),
+/// so a crashed host never blocks its successor.
+#[derive(Debug)]
+pub struct LockFile {
+    path: PathBuf,
+    _file: File,
+}
+
+impl LockFile {
+    /// Takes the lock on `path` (created 0600 if missing), or fails with [`Error::Locked`] at
+    /// once when another process holds it.
+    pub fn acquire(path: &Path) -> Result<LockFile> {
+        // A holder removes the file before it lets go of the lock, so a file locked here may
+        // have been unlinked meanwhile: then lock the new one instead (bounded retries).
+        for _ in 0..8 {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| Error::io("open", path, e))?;
+            if !crate::ffi::try_lock_exclusive(&file).map_err(|e| Error::io("lock", path, e))? {
+                return Err(Error::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            let held = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+            let current = fs::symlink_metadata(path).ok();
+            if current.is_some_and(|c| c.ino() == held.ino() && c.dev() == held.dev()) {
+                return Ok(LockFile {
+                    path: path.to_owned(),
+                    _file: file,
+                });
+            }
+        }
+        Err(Error::Locked {
+            path: path.to_owned(),
+        })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        // Removed while still locked (the lock goes with the descriptor, closed after this).
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// Removes a file (e.g. a connection file) when dropped, unless [`disarm`](Self::disarm)ed.

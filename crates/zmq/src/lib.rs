@@ -27,7 +27,7 @@ pub use context::Context;
 pub use curve::{curve_keypair, curve_public, z85_decode, z85_encode, PublicKey, SecretKey};
 pub use error::{Error, Result, EAGAIN, EFSM, ETERM};
 pub use latch::Latch;
-pub use poll::{poll, PollEvents, PollItem};
+pub use poll::{poll, wait_readable, PollEvents, PollItem};
 pub use socket::{RecvLimits, Socket, SocketConfig, SocketType};
 
 /// Whether libzmq was built with a capability: "curve", "ipc", "ws", ...

@@ -10,7 +10,10 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use kernelgate_zmq::files::{ensure_private_dir, write_private_file_atomic, RemoveOnDrop};
+use kernelgate_zmq::files::{
+    ensure_private_dir, euid, read_bounded, read_owned, write_private_file_atomic, LockFile,
+    RemoveOnDrop,
+};
 use kernelgate_zmq::zap::{
     create_certificates, load_certificate, load_public_keys_from_dir, write_certificates,
 };
@@ -156,4 +159,89 @@ fn certificates_round_trip_in_pyzmq_format() {
     let keys = load_public_keys_from_dir(dir.path()).unwrap();
     assert!(keys.contains(&p1) && keys.contains(&client));
     assert_eq!(keys.len(), 2);
+}
+
+#[test]
+fn bounded_reads_refuse_big_files_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.json");
+    fs::write(&path, vec![b' '; 4097]).unwrap();
+    assert!(matches!(
+        read_bounded(&path, 4096),
+        Err(Error::FileTooLarge { max: 4096, .. })
+    ));
+    assert!(matches!(
+        read_owned(&path, 4096),
+        Err(Error::FileTooLarge { .. })
+    ));
+    assert_eq!(read_bounded(&path, 4097).unwrap().len(), 4097);
+    assert!(matches!(
+        read_bounded(&dir.path().join("none"), 1),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn owned_reads_refuse_symlinks_foreign_and_shared_writable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("kernel-ours.json");
+    write_private_file_atomic(&ours, b"{}").unwrap();
+    assert_eq!(read_owned(&ours, 64).unwrap(), b"{}");
+
+    let link = dir.path().join("kernel-link.json");
+    std::os::unix::fs::symlink(&ours, &link).unwrap();
+    assert!(matches!(
+        read_owned(&link, 64),
+        Err(Error::InsecurePath { .. })
+    ));
+    assert_eq!(
+        read_bounded(&link, 64).unwrap(),
+        b"{}",
+        "a named file may be a symlink"
+    );
+
+    let shared = dir.path().join("kernel-shared.json");
+    fs::write(&shared, b"{}").unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(matches!(
+        read_owned(&shared, 64),
+        Err(Error::InsecurePath { .. })
+    ));
+
+    assert!(matches!(
+        read_owned(dir.path(), 64),
+        Err(Error::InsecurePath { .. })
+    ));
+
+    // As root, give a file away; otherwise a file of root's shows that root's files count as
+    // trusted (root can read every key anyway).
+    if euid() == 0 {
+        let planted = dir.path().join("kernel-planted.json");
+        fs::write(&planted, b"{}").unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        match read_owned(&planted, 64) {
+            Err(Error::InsecurePath { reason, .. }) => {
+                assert!(reason.contains("65534"), "{reason}")
+            }
+            other => panic!("a foreign file was read: {other:?}"),
+        }
+    } else {
+        assert!(read_owned(std::path::Path::new("/etc/hostname"), 1 << 16).is_ok());
+    }
+}
+
+#[test]
+fn a_lock_file_admits_one_holder_and_goes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("host.lock");
+    let held = LockFile::acquire(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert!(matches!(
+        LockFile::acquire(&path),
+        Err(Error::Locked { .. })
+    ));
+    drop(held);
+    assert!(!path.exists(), "the lock file is removed with the lock");
+    let again = LockFile::acquire(&path).unwrap();
+    assert_eq!(again.path(), path);
 }
