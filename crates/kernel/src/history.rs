@@ -1,7 +1,6 @@
 //! The input history kept by the framework for history_request.
 
-use std::collections::VecDeque;
-
+use kernelgate_wire::BoundedQueue;
 use serde_json::{json, Value};
 
 /// Bytes of code and output kept at most: a client sending huge cells cannot make the history
@@ -39,24 +38,17 @@ impl std::fmt::Display for QueryError {
 }
 
 /// Inputs of this kernel session, numbered from 1 like IPython's.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct History {
-    entries: VecDeque<(i64, String, Option<String>)>,
-    max_entries: usize,
-    bytes: usize,
-}
-
-fn entry_bytes(e: &(i64, String, Option<String>)) -> usize {
-    e.1.len() + e.2.as_ref().map_or(0, String::len)
+    entries: BoundedQueue<(i64, String, Option<String>)>,
 }
 
 impl History {
-    /// A history that keeps at most `max_entries` inputs (oldest dropped first).
+    /// A history that keeps at most `max_entries` inputs and [`MAX_BYTES`] (oldest dropped
+    /// first).
     pub fn new(max_entries: usize) -> History {
         History {
-            entries: VecDeque::new(),
-            max_entries,
-            bytes: 0,
+            entries: BoundedQueue::new(max_entries, MAX_BYTES),
         }
     }
 
@@ -64,25 +56,16 @@ impl History {
     /// entry larger than [`MAX_BYTES`] by itself is not kept.
     pub fn record(&mut self, count: i64, code: &str, output: Option<String>) {
         let size = code.len() + output.as_ref().map_or(0, String::len);
-        if size > MAX_BYTES || self.max_entries == 0 {
-            return;
-        }
         // Copied only once it is known to be kept.
-        let entry = (count, code.to_owned(), output);
-        while self.entries.len() >= self.max_entries || self.bytes + size > MAX_BYTES {
-            match self.entries.pop_front() {
-                Some(old) => self.bytes -= entry_bytes(&old),
-                None => break,
-            }
+        if self.entries.would_keep(size) {
+            self.entries.push((count, code.to_owned(), output), size);
         }
-        self.bytes += size;
-        self.entries.push_back(entry);
     }
 
     /// Bytes of code and output held.
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.bytes
+        self.entries.bytes()
     }
 
     /// Entries held.
@@ -140,7 +123,7 @@ impl History {
                     return Err(QueryError::PatternTooLong);
                 }
                 let mut matches = Vec::new();
-                for e in &self.entries {
+                for e in self.entries.iter() {
                     match glob_match(&pattern, &e.1, &mut budget) {
                         Some(true) => matches.push(e),
                         Some(false) => {}

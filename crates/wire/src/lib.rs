@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bounded;
 pub mod connection;
 pub mod content;
 mod date;
@@ -35,6 +36,7 @@ pub mod session;
 pub mod websocket;
 
 pub use auth::{Digest, Key, Scheme, Signer};
+pub use bounded::BoundedQueue;
 pub use connection::{ConnectionInfo, Transport};
 pub use error::{Error, ErrorKind, Result};
 pub use frames::{iopub_topic, DELIMITER};

@@ -1,6 +1,5 @@
 //! IOPub outside a request (backlog, flushing), stdin input requests, and readiness.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use kernelgate_wire::content::{InputRequest, KernelInfoReply, KernelInfoRequest};
@@ -12,53 +11,17 @@ use crate::error::{Error, Result};
 use crate::execute::approx_size;
 use crate::heartbeat::died;
 
-/// IOPub messages no request claimed, oldest dropped first once over a count or a byte budget.
-#[derive(Debug, Default)]
-pub(super) struct Backlog {
-    items: VecDeque<(usize, Message)>,
-    bytes: usize,
-}
-
-impl Backlog {
-    fn push(&mut self, msg: Message, max_count: usize, max_bytes: usize) {
-        let size = approx_size(&msg);
-        if max_count == 0 || size > max_bytes {
-            return;
-        }
-        while self.items.len() >= max_count || self.bytes + size > max_bytes {
-            match self.items.pop_front() {
-                Some((old, _)) => self.bytes -= old,
-                None => break,
-            }
-        }
-        self.bytes += size;
-        self.items.push_back((size, msg));
-    }
-
-    fn pop(&mut self) -> Option<Message> {
-        let (size, msg) = self.items.pop_front()?;
-        self.bytes -= size;
-        Some(msg)
-    }
-
-    /// Empties the backlog, returning how many messages it held.
-    fn clear(&mut self) -> usize {
-        let n = self.items.len();
-        self.items.clear();
-        self.bytes = 0;
-        n
-    }
-}
-
 impl KernelClient {
+    /// Keeps an IOPub message no request claimed, oldest dropped first past the configured
+    /// count and bytes.
     pub(super) fn keep_iopub(&mut self, msg: Message) {
-        let (count, bytes) = (self.config.iopub_backlog, self.config.iopub_backlog_bytes);
-        self.backlog.push(msg, count, bytes);
+        let size = approx_size(&msg);
+        self.backlog.push(msg, size);
     }
 
     /// The next IOPub message not claimed by a request, waiting up to `timeout`.
     pub async fn recv_iopub(&mut self, timeout: Duration) -> Result<Message> {
-        if let Some(m) = self.backlog.pop() {
+        if let Some(m) = self.backlog.pop_front() {
             return Ok(m);
         }
         let deadline = deadline_after(timeout);
@@ -159,38 +122,5 @@ impl KernelClient {
                 Err(e) => return Err(e),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Backlog;
-    use crate::execute::tests::stream;
-
-    #[test]
-    fn the_backlog_is_bounded_in_count_and_bytes_oldest_first() {
-        let mut backlog = Backlog::default();
-        for text in ["1", "2", "3"] {
-            backlog.push(stream(text), 2, usize::MAX);
-        }
-        assert_eq!(
-            backlog.pop().and_then(|m| m.content.get("text").cloned()),
-            Some("2".into())
-        );
-        backlog.clear();
-        let big = "x".repeat(10_000);
-        for _ in 0..5 {
-            backlog.push(stream(&big), 100, 25_000);
-        }
-        assert_eq!(backlog.items.len(), 2);
-        assert!(backlog.bytes <= 25_000);
-        backlog.push(stream(&"y".repeat(30_000)), 100, 25_000);
-        assert_eq!(
-            backlog.items.len(),
-            2,
-            "a message over the whole budget is not kept"
-        );
-        assert_eq!(backlog.clear(), 2);
-        assert_eq!(backlog.bytes, 0);
     }
 }

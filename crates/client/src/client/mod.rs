@@ -155,7 +155,8 @@ pub struct KernelClient {
     iopub: AsyncSocket,
     hb: Option<AsyncSocket>,
     hb_count: u64,
-    backlog: iopub::Backlog,
+    /// IOPub messages no request claimed (see [`ClientConfig::iopub_backlog`]).
+    backlog: kernelgate_wire::BoundedQueue<Message>,
     rejections: Rejections,
     last_input_request: Option<Message>,
     monitor: Option<HeartbeatMonitor>,
@@ -208,6 +209,8 @@ impl KernelClient {
         };
         let session = Session::new(signer, session_config);
         let curve = CurveKeys::resolve(&info, &config.curve)?;
+        let backlog =
+            kernelgate_wire::BoundedQueue::new(config.iopub_backlog, config.iopub_backlog_bytes);
         let id = session.session_id().as_bytes().to_vec();
         let open = |ty: SocketType, ch: Channel, id: Option<&[u8]>| -> Result<AsyncSocket> {
             let socket = client_socket(&ctx, ty, &info.endpoint(ch), curve.as_ref(), id)?;
@@ -237,7 +240,7 @@ impl KernelClient {
             iopub,
             hb: None,
             hb_count: 0,
-            backlog: iopub::Backlog::default(),
+            backlog,
             rejections: Rejections::default(),
             last_input_request: None,
             monitor: None,
