@@ -196,6 +196,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // One host at a time per port and per state file: a second host on the same port (another
     // address of it) would overwrite this one's token file and adopt its kernels as its own.
     let _locks = lock_host_files(&runtime_dir, port, config.state_file.as_deref())?;
+    let swept = files::remove_stale_temp_files(&runtime_dir);
+    if swept > 0 {
+        eprintln!("kernelgate: removed {swept} temporary file(s) a crashed writer left in the runtime directory");
+    }
 
     let (token, token_file) = match &args.token_file {
         Some(p) => (Token::load(p)?, None),

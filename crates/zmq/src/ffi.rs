@@ -374,6 +374,13 @@ pub(crate) fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> 
     }
 }
 
+/// Whether a process with `pid` exists (ours or not).
+pub(crate) fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the pid exists and may be signalled; nothing is sent.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// The effective user id of this process.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -121,6 +121,41 @@ pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
+/// Removes what [`write_private_file_atomic`] leaves behind when its process dies between
+/// creating a temporary file and renaming it (`.NAME.tmp-PID-N`, owner-only, perhaps holding a
+/// key): such files in `dir` that are ours, regular, and named for a process that no longer
+/// exists. Returns how many were removed.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = euid();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(temp_file_writer) else {
+            continue;
+        };
+        if crate::ffi::process_exists(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let ours =
+            fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
+        if ours && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The writer's pid in the name of one of [`write_file_atomic`]'s temporary files.
+fn temp_file_writer(name: &str) -> Option<i32> {
+    let (_, tail) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
 /// Reads at most `max` bytes of `path`; a larger file is refused ([`Error::FileTooLarge`]) and
 /// never read whole. For files a user names (a token file, a connection file given as a path):
 /// symlinks are followed.

@@ -11,8 +11,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use kernelgate_zmq::files::{
-    ensure_private_dir, euid, read_bounded, read_owned, write_private_file_atomic, LockFile,
-    RemoveOnDrop,
+    ensure_private_dir, euid, read_bounded, read_owned, remove_stale_temp_files,
+    write_private_file_atomic, LockFile, RemoveOnDrop,
 };
 use kernelgate_zmq::zap::{
     create_certificates, load_certificate, load_public_keys_from_dir, write_certificates,
@@ -244,4 +244,27 @@ fn a_lock_file_admits_one_holder_and_goes_with_it() {
     assert!(!path.exists(), "the lock file is removed with the lock");
     let again = LockFile::acquire(&path).unwrap();
     assert_eq!(again.path(), path);
+}
+
+#[test]
+fn temp_files_of_dead_writers_are_swept_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    // pid_max is at most 2^22: no process has this pid.
+    let stale = dir.path().join(".kernel-1.json.tmp-99999999-0");
+    let live = dir
+        .path()
+        .join(format!(".kernel-2.json.tmp-{}-3", std::process::id()));
+    let others = [
+        dir.path().join("kernel-3.json"),
+        dir.path().join(".kernel-4.json.tmp-99999999-x"),
+        dir.path().join("notes.tmp-99999999-0"),
+    ];
+    for p in others.iter().chain([&stale, &live]) {
+        fs::write(p, b"{}").unwrap();
+    }
+    assert_eq!(remove_stale_temp_files(dir.path()), 1);
+    assert!(!stale.exists());
+    assert!(live.exists(), "a live writer's file stays");
+    assert!(others.iter().all(|p| p.exists()), "other names stay");
+    assert_eq!(remove_stale_temp_files(&dir.path().join("missing")), 0);
 }
