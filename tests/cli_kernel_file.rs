@@ -34,18 +34,16 @@ const CONNECTION: &str = r#"{"transport": "tcp", "ip": "127.0.0.1", "shell_port"
     "signature_scheme": "hmac-sha256", "key": "known-to-whoever-wrote-the-file"}"#;
 
 #[test]
-fn a_connection_file_others_could_write_is_refused() {
+fn a_connection_file_everyone_could_write_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared.json");
     std::fs::write(&shared, CONNECTION).expect("write");
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    refused(dir.path(), &shared, "writable by others");
-
+    refused(dir.path(), &shared, "writable by every user");
+    // Through a symlink, the target is what is judged.
     let link = dir.path().join("link.json");
-    let target = dir.path().join("target.json");
-    std::fs::write(&target, CONNECTION).expect("write");
-    std::os::unix::fs::symlink(&target, &link).expect("symlink");
-    refused(dir.path(), &link, "symlink");
+    std::os::unix::fs::symlink(&shared, &link).expect("symlink");
+    refused(dir.path(), &link, "writable by every user");
 }
 
 #[test]

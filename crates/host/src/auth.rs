@@ -52,18 +52,10 @@ impl Token {
     /// Reads a token from `path` (first line, trimmed). Refuses short tokens and files other
     /// users can read.
     pub fn load(path: &Path) -> Result<Token, TokenError> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| TokenError(format!("token file {}: {e}", path.display())))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(TokenError(format!(
-                "token file {} is readable by other users; chmod 600 it",
-                path.display()
-            )));
-        }
-        // A token is 64 characters; a huge file named by mistake is refused unread.
+        // A token is 64 characters; a huge file named by mistake is refused unread. The mode is
+        // checked on the opened file.
         let bytes = Zeroizing::new(
-            kernelgate_zmq::files::read_bounded(path, 64 << 10)
+            kernelgate_zmq::files::read_private(path, 64 << 10)
                 .map_err(|e| TokenError(format!("token file: {e}")))?,
         );
         let text = std::str::from_utf8(&bytes)

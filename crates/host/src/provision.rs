@@ -329,7 +329,7 @@ pub fn process_alive(pid: i32) -> bool {
 /// host), and only a regular file of ours that no one else can write (a kernel's symlink from its
 /// file to one of the host's secrets is refused, not followed).
 pub(crate) fn read_connection_file(path: &Path) -> kernelgate_zmq::Result<Vec<u8>> {
-    kernelgate_zmq::files::read_owned(path, ConnectionInfo::MAX_FILE_BYTES)
+    kernelgate_zmq::files::read_owned_no_symlink(path, ConnectionInfo::MAX_FILE_BYTES)
 }
 
 /// Whether `pid` still names the process launched with `start_time`: alive and started then.

@@ -54,7 +54,7 @@ impl HostState {
     /// Reads `path`, if present, valid, ours and not writable by others, and at most
     /// [`HostState::MAX_FILE_BYTES`].
     pub fn read(path: &Path) -> Option<HostState> {
-        match kernelgate_zmq::files::read_owned(path, HostState::MAX_FILE_BYTES) {
+        match kernelgate_zmq::files::read_owned_no_symlink(path, HostState::MAX_FILE_BYTES) {
             Ok(bytes) => HostState::from_json(&bytes),
             Err(kernelgate_zmq::Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>

@@ -123,8 +123,10 @@ pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<
 
 /// Removes what [`write_private_file_atomic`] leaves behind when its process dies between
 /// creating a temporary file and renaming it (`.NAME.tmp-PID-N`, owner-only, perhaps holding a
-/// key): such files in `dir` that are ours, regular, and named for a process that no longer
-/// exists. Returns how many were removed.
+/// key): such files in `dir` that are ours, regular, untouched for [`STALE_AFTER`], and named
+/// for a process that no longer exists here. (The age matters where the directory is shared
+/// with other machines or PID namespaces, over NFS say: a live writer there has a pid that
+/// does not exist here.) Returns how many were removed.
 pub fn remove_stale_temp_files(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
@@ -139,14 +141,24 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
             continue;
         }
         let path = entry.path();
-        let ours =
-            fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
+        let old = |m: &fs::Metadata| {
+            m.modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_AFTER)
+        };
+        let ours = fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == me && old(&m));
         if ours && fs::remove_file(&path).is_ok() {
             removed += 1;
         }
     }
     removed
 }
+
+/// How long a temporary file must have been left alone before it counts as abandoned: writing
+/// one takes milliseconds.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The writer's pid in the name of one of [`write_file_atomic`]'s temporary files.
 fn temp_file_writer(name: &str) -> Option<i32> {
@@ -157,51 +169,100 @@ fn temp_file_writer(name: &str) -> Option<i32> {
 }
 
 /// Reads at most `max` bytes of `path`; a larger file is refused ([`Error::FileTooLarge`]) and
-/// never read whole. For files a user names (a token file, a connection file given as a path):
-/// symlinks are followed.
+/// never read whole. For files a user names: symlinks are followed, and a FIFO is refused
+/// rather than waited on.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    read_at_most(file, path, max)
+    read_checked(path, max, Symlinks::Follow, |_| Ok(()))
 }
 
-/// Like [`read_bounded`], for a file that holds a secret and must have been written by us: a
-/// regular file (not a symlink: `O_NOFOLLOW`) owned by us (or by root), that no one else may
-/// write. Checked on the opened file, so it cannot be swapped between the check and the read.
-/// A connection file planted in a shared directory by another user (who then knows its key) is
-/// refused, as is a kernel's symlink from its own connection file to a file of the host's.
+/// Like [`read_bounded`], for a secret only its owner may read (a token file): a regular file
+/// whose mode gives group and others nothing, checked on the opened file.
+pub fn read_private(path: &Path, max: u64) -> Result<Vec<u8>> {
+    read_checked(path, max, Symlinks::Follow, |meta| {
+        match meta.mode() & 0o077 {
+            0 => Ok(()),
+            _ => Err(format!(
+                "readable by other users or the group (mode {:o}); chmod 600 it",
+                meta.mode() & 0o777
+            )),
+        }
+    })
+}
+
+/// Like [`read_bounded`], for a file whose contents we trust (a connection file we take a key
+/// from): a regular file owned by us (or by root) that not everyone can write, checked on the
+/// opened file (symlinks followed, so the target is what is checked), which cannot be swapped
+/// between the check and the read. A connection file planted at a shared path (`/tmp/k.json`)
+/// by another user, who then knows its key, is refused. A group-writable file is accepted (with
+/// user-private groups, the default umask makes every file so) but logged.
 pub fn read_owned(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Error::InsecurePath {
-                path: path.to_owned(),
-                reason: "a symlink".into(),
-            },
-            _ => Error::io("open", path, e),
-        })?;
-    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    read_checked(path, max, Symlinks::Follow, check_owned(path))
+}
+
+/// [`read_owned`] for a file someone less trusted could have replaced with a symlink (a kernel's
+/// own connection file, read back by its host): a symlink is refused, not followed.
+pub fn read_owned_no_symlink(path: &Path, max: u64) -> Result<Vec<u8>> {
+    read_checked(path, max, Symlinks::Refuse, check_owned(path))
+}
+
+fn check_owned(path: &Path) -> impl Fn(&fs::Metadata) -> std::result::Result<(), String> + '_ {
+    move |meta| {
+        let me = euid();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(format!(
+                "owned by uid {}, not {me}: whoever wrote it knows its secrets",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o002 != 0 {
+            return Err(format!(
+                "writable by every user (mode {:o})",
+                meta.mode() & 0o777
+            ));
+        }
+        if meta.mode() & 0o020 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.mode() & 0o777),
+                "a file holding a key is writable by its group");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Symlinks {
+    Follow,
+    Refuse,
+}
+
+/// Opens `path` (never blocking on a FIFO), checks the opened file is regular and passes
+/// `check`, and reads at most `max` bytes of it.
+fn read_checked(
+    path: &Path,
+    max: u64,
+    symlinks: Symlinks,
+    check: impl Fn(&fs::Metadata) -> std::result::Result<(), String>,
+) -> Result<Vec<u8>> {
+    let nofollow = match symlinks {
+        Symlinks::Follow => 0,
+        Symlinks::Refuse => libc::O_NOFOLLOW,
+    };
     let insecure = |reason: String| Error::InsecurePath {
         path: path.to_owned(),
         reason,
     };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) if symlinks == Symlinks::Refuse => insecure("a symlink".into()),
+            _ => Error::io("open", path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
     if !meta.file_type().is_file() {
         return Err(insecure("not a regular file".into()));
     }
-    let me = euid();
-    if meta.uid() != me && meta.uid() != 0 {
-        return Err(insecure(format!(
-            "owned by uid {}, not {me}: whoever wrote it knows its secrets",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(insecure(format!(
-            "writable by others (mode {:o})",
-            meta.mode() & 0o777
-        )));
-    }
+    check(&meta).map_err(insecure)?;
     read_at_most(file, path, max)
 }
 
@@ -227,12 +288,14 @@ fn read_at_most(file: File, path: &Path, max: u64) -> Result<Vec<u8>> {
 #[derive(Debug)]
 pub struct LockFile {
     path: PathBuf,
+    /// The locked file's identity: dropping removes `path` only while it is still this file.
+    id: (u64, u64),
     _file: File,
 }
 
 impl LockFile {
-    /// Takes the lock on `path` (created 0600 if missing), or fails with [`Error::Locked`] at
-    /// once when another process holds it.
+    /// Takes the lock on `path` (created 0600 if missing; an existing one must be a regular
+    /// file of ours), or fails with [`Error::Locked`] at once when another process holds it.
     pub fn acquire(path: &Path) -> Result<LockFile> {
         // A holder removes the file before it lets go of the lock, so a file locked here may
         // have been unlinked meanwhile: then lock the new one instead (bounded retries).
@@ -246,16 +309,24 @@ impl LockFile {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(path)
                 .map_err(|e| Error::io("open", path, e))?;
+            let held = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+            // Another user's file could be held locked by them for good.
+            if !held.file_type().is_file() || held.uid() != euid() {
+                return Err(Error::InsecurePath {
+                    path: path.to_owned(),
+                    reason: format!("a lock file not ours (uid {})", held.uid()),
+                });
+            }
             if !crate::ffi::try_lock_exclusive(&file).map_err(|e| Error::io("lock", path, e))? {
                 return Err(Error::Locked {
                     path: path.to_owned(),
                 });
             }
-            let held = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-            let current = fs::symlink_metadata(path).ok();
-            if current.is_some_and(|c| c.ino() == held.ino() && c.dev() == held.dev()) {
+            let id = (held.dev(), held.ino());
+            if file_id(path) == Some(id) {
                 return Ok(LockFile {
                     path: path.to_owned(),
+                    id,
                     _file: file,
                 });
             }
@@ -271,10 +342,18 @@ impl LockFile {
     }
 }
 
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 impl Drop for LockFile {
     fn drop(&mut self) {
-        // Removed while still locked (the lock goes with the descriptor, closed after this).
-        let _ = fs::remove_file(&self.path);
+        // Removed while still locked (the lock goes with the descriptor, closed after this), and
+        // only if it is still our file: one removed from outside may have been replaced by
+        // another holder's.
+        if file_id(&self.path) == Some(self.id) {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

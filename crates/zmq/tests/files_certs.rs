@@ -11,8 +11,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use kernelgate_zmq::files::{
-    ensure_private_dir, euid, read_bounded, read_owned, remove_stale_temp_files,
-    write_private_file_atomic, LockFile, RemoveOnDrop,
+    ensure_private_dir, euid, read_bounded, read_owned, read_owned_no_symlink, read_private,
+    remove_stale_temp_files, write_private_file_atomic, LockFile, RemoveOnDrop,
 };
 use kernelgate_zmq::zap::{
     create_certificates, load_certificate, load_public_keys_from_dir, write_certificates,
@@ -182,23 +182,21 @@ fn bounded_reads_refuse_big_files_unread() {
 }
 
 #[test]
-fn owned_reads_refuse_symlinks_foreign_and_shared_writable_files() {
+fn owned_reads_refuse_foreign_and_world_writable_files_and_optionally_symlinks() {
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("kernel-ours.json");
     write_private_file_atomic(&ours, b"{}").unwrap();
     assert_eq!(read_owned(&ours, 64).unwrap(), b"{}");
+    assert_eq!(read_owned_no_symlink(&ours, 64).unwrap(), b"{}");
 
+    // A symlink to a file of ours: its target is what is checked, unless symlinks are refused.
     let link = dir.path().join("kernel-link.json");
     std::os::unix::fs::symlink(&ours, &link).unwrap();
+    assert_eq!(read_owned(&link, 64).unwrap(), b"{}");
     assert!(matches!(
-        read_owned(&link, 64),
+        read_owned_no_symlink(&link, 64),
         Err(Error::InsecurePath { .. })
     ));
-    assert_eq!(
-        read_bounded(&link, 64).unwrap(),
-        b"{}",
-        "a named file may be a symlink"
-    );
 
     let shared = dir.path().join("kernel-shared.json");
     fs::write(&shared, b"{}").unwrap();
@@ -207,6 +205,15 @@ fn owned_reads_refuse_symlinks_foreign_and_shared_writable_files() {
         read_owned(&shared, 64),
         Err(Error::InsecurePath { .. })
     ));
+    let via_link = dir.path().join("kernel-via-link.json");
+    std::os::unix::fs::symlink(&shared, &via_link).unwrap();
+    assert!(matches!(
+        read_owned(&via_link, 64),
+        Err(Error::InsecurePath { .. })
+    ));
+    // Group-writable (a user-private group's default umask) is accepted.
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o664)).unwrap();
+    assert!(read_owned(&shared, 64).is_ok());
 
     assert!(matches!(
         read_owned(dir.path(), 64),
@@ -226,7 +233,25 @@ fn owned_reads_refuse_symlinks_foreign_and_shared_writable_files() {
             other => panic!("a foreign file was read: {other:?}"),
         }
     } else {
-        assert!(read_owned(std::path::Path::new("/etc/hostname"), 1 << 16).is_ok());
+        let root_file = ["/etc/hostname", "/etc/passwd"]
+            .iter()
+            .map(std::path::Path::new)
+            .find(|p| fs::metadata(p).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o002 == 0))
+            .expect("a root-owned file in /etc");
+        assert!(read_owned(root_file, 1 << 20).is_ok());
+    }
+}
+
+#[test]
+fn private_reads_refuse_files_others_can_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write_private_file_atomic(&token, b"secret").unwrap();
+    assert_eq!(read_private(&token, 64).unwrap(), b"secret");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o640)).unwrap();
+    match read_private(&token, 64) {
+        Err(Error::InsecurePath { reason, .. }) => assert!(reason.contains("640"), "{reason}"),
+        other => panic!("a group-readable secret was read: {other:?}"),
     }
 }
 
@@ -244,6 +269,27 @@ fn a_lock_file_admits_one_holder_and_goes_with_it() {
     assert!(!path.exists(), "the lock file is removed with the lock");
     let again = LockFile::acquire(&path).unwrap();
     assert_eq!(again.path(), path);
+
+    // Removed from outside and taken by another holder: dropping the first leaves the second's.
+    fs::remove_file(&path).unwrap();
+    let second = LockFile::acquire(&path).unwrap();
+    drop(again);
+    assert!(path.exists(), "another holder's lock file was removed");
+    assert!(matches!(
+        LockFile::acquire(&path),
+        Err(Error::Locked { .. })
+    ));
+    drop(second);
+
+    // Another user's lock file is refused, not waited on.
+    if euid() == 0 {
+        fs::write(&path, b"").unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        assert!(matches!(
+            LockFile::acquire(&path),
+            Err(Error::InsecurePath { .. })
+        ));
+    }
 }
 
 #[test]
@@ -259,10 +305,24 @@ fn temp_files_of_dead_writers_are_swept_and_nothing_else() {
         dir.path().join(".kernel-4.json.tmp-99999999-x"),
         dir.path().join("notes.tmp-99999999-0"),
     ];
-    for p in others.iter().chain([&stale, &live]) {
+    let recent = dir.path().join(".kernel-5.json.tmp-99999998-0");
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for p in others.iter().chain([&stale, &live, &recent]) {
         fs::write(p, b"{}").unwrap();
+        if p != &recent {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+        }
     }
     assert_eq!(remove_stale_temp_files(dir.path()), 1);
+    assert!(
+        recent.exists(),
+        "a file written in the last minute stays (its writer may be elsewhere)"
+    );
     assert!(!stale.exists());
     assert!(live.exists(), "a live writer's file stays");
     assert!(others.iter().all(|p| p.exists()), "other names stay");

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::*;
 use kernelgate_zmq::{
-    has, poll, version, Context, Error, PollEvents, PollItem, RecvLimits, SocketConfig, SocketType,
+    has, poll, version, wait_readable, Context, Error, Latch, PollEvents, PollItem, RecvLimits,
+    SocketConfig, SocketType,
 };
 
 #[test]
@@ -144,6 +145,58 @@ fn poll_several_sockets() {
     assert!(r2.fd().unwrap() >= 0);
     assert_eq!(r2.recv_multipart(true).unwrap()[1], b"hi");
     assert!(r2.recv_multipart(true).unwrap_err().is_again());
+}
+
+#[test]
+fn wait_readable_wakes_for_each_message_for_the_latch_and_at_the_timeout() {
+    let ctx = Context::new().unwrap();
+    let (r, ep) = router(&ctx, "tcp://127.0.0.1:*");
+    let d = dealer(&ctx, &ep);
+    let latch = Latch::new().unwrap();
+    let short = Some(Duration::from_millis(30));
+    let started = std::time::Instant::now();
+    assert!(
+        !wait_readable(&r, &latch, short).unwrap(),
+        "nothing sent yet"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(30),
+        "returned before its timeout"
+    );
+    // Two queued: after one is read, the next wait returns at once (no edge is needed).
+    d.send_multipart([b"one"], false).unwrap();
+    d.send_multipart([b"two"], false).unwrap();
+    assert!(wait_readable(&r, &latch, Some(TIMEOUT)).unwrap());
+    assert_eq!(r.recv_multipart(true).unwrap()[1], b"one");
+    let started = std::time::Instant::now();
+    assert!(wait_readable(&r, &latch, Some(TIMEOUT)).unwrap());
+    assert!(started.elapsed() < TIMEOUT);
+    assert_eq!(r.recv_multipart(true).unwrap()[1], b"two");
+    // A message arriving while it sleeps wakes it.
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        d.send_multipart([b"three"], false).unwrap();
+        d
+    });
+    assert!(wait_readable(&r, &latch, Some(TIMEOUT)).unwrap());
+    assert_eq!(r.recv_multipart(true).unwrap()[1], b"three");
+    let _d = sender.join().unwrap();
+    // The latch ends a wait that would otherwise last forever.
+    let latch = std::sync::Arc::new(latch);
+    let setter = {
+        let latch = latch.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            latch.set();
+        })
+    };
+    let started = std::time::Instant::now();
+    assert!(!wait_readable(&r, &latch, Some(Duration::from_secs(20))).unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the latch did not end the wait"
+    );
+    setter.join().unwrap();
 }
 
 #[test]
