@@ -164,6 +164,44 @@ fn a_second_host_on_the_same_port_or_state_file_is_refused() {
 }
 
 #[test]
+fn an_unusable_state_file_stops_the_start_instead_of_being_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().join("runtime");
+    let state = dir.path().join("state.json");
+    let garbage = b"{\"kernels\": \"not a table\"}\n";
+    std::fs::write(&state, garbage).expect("write");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = run_bounded(
+        &[
+            OsStr::new("serve"),
+            OsStr::new("--ip"),
+            OsStr::new("127.0.0.1"),
+            OsStr::new("--port"),
+            OsStr::new("0"),
+            OsStr::new("--state-file"),
+            state.as_os_str(),
+            OsStr::new("--kernel-dirs"),
+            dir.path().as_os_str(),
+        ],
+        &[("JUPYTER_RUNTIME_DIR", runtime.as_os_str())],
+        None,
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started: {err}");
+    assert!(
+        err.contains("cannot recover from the state file") && err.contains("--no-recover"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "printed a URL");
+    assert_eq!(
+        std::fs::read(&state).expect("state"),
+        garbage,
+        "the state file was changed"
+    );
+}
+
+#[test]
 fn listening_beyond_loopback_without_tls_is_refused() {
     // Refused before anything is bound: nothing listens beyond loopback, even for a moment.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -221,7 +221,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let host = Host::new(config, token.clone());
     if !args.no_recover {
-        let (adopted, cleaned) = host.recover().await;
+        let (adopted, cleaned) = host.recover().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot recover from the state file: {e}; the kernels it names would be lost \
+                 track of: move it away (after stopping them), or start with --no-recover"
+            )
+        })?;
         if adopted + cleaned > 0 {
             eprintln!("kernelgate: recovered {adopted} kernel(s) from the previous run, cleaned up {cleaned}");
         }

@@ -229,15 +229,16 @@ impl Host {
         Host { shared }
     }
 
-    /// Re-adopts kernels from the state file of a previous run, if any. (adopted, cleaned up)
-    pub async fn recover(&self) -> (usize, usize) {
+    /// Re-adopts kernels from the state file of a previous run, if any: (adopted, cleaned up).
+    /// An error when the file exists but cannot be used (refused, or not a state file).
+    pub async fn recover(&self) -> Result<(usize, usize), String> {
         let Some(path) = &self.shared.config.state_file else {
-            return (0, 0);
+            return Ok((0, 0));
         };
-        match state::HostState::read(path) {
+        Ok(match state::HostState::load(path)? {
             Some(s) => registry::adopt_previous(&self.shared, s).await,
             None => (0, 0),
-        }
+        })
     }
 
     /// The HTTP router (for tests: drive it with `tower::ServiceExt::oneshot`).

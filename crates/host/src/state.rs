@@ -54,17 +54,26 @@ impl HostState {
     /// Reads `path`, if present, valid, ours and not writable by others, and at most
     /// [`HostState::MAX_FILE_BYTES`].
     pub fn read(path: &Path) -> Option<HostState> {
+        HostState::load(path).ok().flatten()
+    }
+
+    /// Like [`HostState::read`], telling a missing file (`Ok(None)`: nothing to recover) from
+    /// one that cannot be used (`Err`, why): a host that went on would overwrite the only
+    /// record of the kernels it names.
+    pub fn load(path: &Path) -> Result<Option<HostState>, String> {
         match kernelgate_zmq::files::read_owned_no_symlink(path, HostState::MAX_FILE_BYTES) {
-            Ok(bytes) => HostState::from_json(&bytes),
+            Ok(bytes) => HostState::from_json(&bytes).map(Some).ok_or_else(|| {
+                format!(
+                    "{} is not a kernelgate state file (version 1)",
+                    path.display()
+                )
+            }),
             Err(kernelgate_zmq::Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                None
+                Ok(None)
             }
-            Err(e) => {
-                tracing::warn!("not recovering from the state file: {e}");
-                None
-            }
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -67,7 +67,7 @@ impl TestHost {
         let token = Token::generate().unwrap();
         let tok = token.expose().to_owned();
         let host = Host::new(c, token);
-        host.recover().await;
+        host.recover().await.expect("the state file is usable");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
