@@ -61,3 +61,27 @@ fn a_connection_file_of_another_user_is_refused() {
         refused(dir.path(), &planted, "larger than");
     }
 }
+
+#[test]
+fn jupyters_escape_hatch_for_file_systems_without_permissions_is_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = dir.path().join("shared.json");
+    // A kernel that starts would run until killed: give it a file it refuses after the check
+    // (a connection file without a key), and see it get past the ownership check to that error.
+    std::fs::write(&shared, r#"{"transport": "tcp", "ip": "127.0.0.1"}"#).expect("write");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let runtime = dir.path().join("runtime");
+    let out = run_bounded(
+        &[OsStr::new("kernel"), OsStr::new("-f"), shared.as_os_str()],
+        &[
+            ("JUPYTER_RUNTIME_DIR", runtime.as_os_str()),
+            ("JUPYTER_ALLOW_INSECURE_WRITES", OsStr::new("true")),
+        ],
+        None,
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("writable by every user"), "{err}");
+    assert!(err.contains("connection file"), "{err}");
+}

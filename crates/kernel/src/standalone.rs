@@ -219,6 +219,12 @@ fn install_signals(flags: &Flags) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `JUPYTER_ALLOW_INSECURE_WRITES` is `true` or `1`, as jupyter_core reads it.
+fn insecure_writes_allowed() -> bool {
+    std::env::var("JUPYTER_ALLOW_INSECURE_WRITES")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
 /// The connection file's path, its info, and whether it existed (then it is the launcher's).
 fn connection(
     options: &StandaloneOptions,
@@ -226,10 +232,17 @@ fn connection(
     if let Some(path) = &options.connection_file {
         if path.exists() {
             let shown = path.display();
-            // Only a file of ours that no one else can write: a file planted at a shared path
-            // (/tmp/k.json) by another user would hand them the kernel's key.
-            let bytes = files::read_owned(path, ConnectionInfo::MAX_FILE_BYTES)
-                .map_err(|e| fail(format_args!("reading {shown}"), e))?;
+            // Only a file of ours that not everyone can write: a file planted at a shared path
+            // (/tmp/k.json) by another user would hand them the kernel's key. Jupyter's own
+            // escape hatch for file systems without permissions lifts the check, as it does
+            // Jupyter's.
+            let read = if insecure_writes_allowed() {
+                tracing::warn!("JUPYTER_ALLOW_INSECURE_WRITES is set: {shown} is not checked for who could have written it");
+                files::read_bounded(path, ConnectionInfo::MAX_FILE_BYTES)
+            } else {
+                files::read_owned(path, ConnectionInfo::MAX_FILE_BYTES)
+            };
+            let bytes = read.map_err(|e| fail(format_args!("reading {shown}"), e))?;
             let info = ConnectionInfo::from_json(&bytes)
                 .map_err(|e| fail(format_args!("connection file {shown}"), e))?;
             return Ok((path.clone(), info, true));
