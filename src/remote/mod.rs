@@ -384,7 +384,9 @@ impl Server {
             );
         }
         let conn = self.connect().await.map_err(Refused::Other)?;
+        // tungstenite zero-fills its whole read buffer (128 KiB by default) before every read.
         let config = WebSocketConfig::default()
+            .read_buffer_size(16 << 10)
             .max_message_size(Some(MAX_WS_MESSAGE))
             .max_frame_size(Some(MAX_WS_MESSAGE));
         let handshake = tokio_tungstenite::client_async_with_config(request, conn, Some(config));

@@ -16,14 +16,14 @@ pub const EFSM: i32 = 156_384_712 + 51;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// A libzmq call failed.
+    /// A libzmq call failed. (libzmq's text for `errno` is looked up only when the error is
+    /// shown: an `EAGAIN` from every non-blocking receive that finds nothing is this error, and
+    /// `zmq_strerror` goes through gettext.)
     Zmq {
         /// The C function that failed.
         op: &'static str,
         /// The error number (`zmq_errno()`).
         errno: i32,
-        /// libzmq's text for `errno`.
-        message: String,
     },
     /// An incoming multipart message exceeded the socket's [`RecvLimits`]. The whole
     /// message was received and discarded without being stored; the socket is usable.
@@ -80,11 +80,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn zmq(op: &'static str, errno: i32) -> Self {
-        Error::Zmq {
-            op,
-            errno,
-            message: crate::ffi::strerror(errno),
-        }
+        Error::Zmq { op, errno }
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -117,7 +113,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Zmq { op, errno, message } => {
+            Error::Zmq { op, errno } => {
+                let message = crate::ffi::strerror(*errno);
                 write!(f, "{op} failed: {message} (errno {errno})")
             }
             Error::TooLarge {
