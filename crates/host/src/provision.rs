@@ -286,19 +286,20 @@ async fn wait_for_file(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(2);
     loop {
-        let read = read_connection_file(path);
-        if let Err(
-            e @ (kernelgate_zmq::Error::InsecurePath { .. }
-            | kernelgate_zmq::Error::FileTooLarge { .. }),
-        ) = &read
-        {
-            return Err(lerr(format!("connection file: {e}")));
-        }
-        if let Ok(bytes) = read {
-            let info = ConnectionInfo::from_json(&bytes).map_err(|e| lerr(e.to_string()))?;
-            info.validate_for_connect()
-                .map_err(|e| lerr(e.to_string()))?;
-            return Ok(info);
+        match read_connection_file(path) {
+            // Waiting longer would not make it acceptable.
+            Err(
+                e @ (kernelgate_zmq::Error::InsecurePath { .. }
+                | kernelgate_zmq::Error::FileTooLarge { .. }),
+            ) => return Err(lerr(format!("connection file: {e}"))),
+            // Not written yet (or not readable yet): wait on.
+            Err(_) => {}
+            Ok(bytes) => {
+                let info = ConnectionInfo::from_json(&bytes).map_err(|e| lerr(e.to_string()))?;
+                info.validate_for_connect()
+                    .map_err(|e| lerr(e.to_string()))?;
+                return Ok(info);
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(lerr(format!("kernel exited at start ({status})")));

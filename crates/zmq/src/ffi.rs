@@ -313,16 +313,6 @@ impl Drop for RawSocket {
     }
 }
 
-/// A `zmq_poll` item for a plain file descriptor.
-pub(crate) fn fd_poll_item(fd: c_int, events: c_short) -> PollItemRaw {
-    PollItemRaw {
-        socket: std::ptr::null_mut(),
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
 /// `zmq_poll` over raw items built by [`RawSocket::poll_item`]. `timeout_ms < 0` waits forever.
 pub(crate) fn poll(items: &mut [PollItemRaw], timeout_ms: c_long) -> Result<usize, Error> {
     let n = c_int::try_from(items.len())
@@ -333,8 +323,8 @@ pub(crate) fn poll(items: &mut [PollItemRaw], timeout_ms: c_long) -> Result<usiz
     check(rc, "zmq_poll").map(|n| usize::try_from(n).unwrap_or(0))
 }
 
-/// poll(2) over plain file descriptors (each `(fd, wanted events)`): whether each became
-/// readable (or hung up), in order. `EINTR` counts as "nothing yet". `timeout_ms < 0` waits
+/// poll(2) for input on plain file descriptors: whether each became readable (or hung up), in
+/// order. `EINTR` counts as "nothing yet". `timeout_ms < 0` waits
 /// forever.
 pub(crate) fn poll_readable<const N: usize>(
     fds: [c_int; N],

@@ -1,8 +1,8 @@
-//! A one-way switch that `zmq_poll` can wait on beside sockets: threads blocked in [`poll`]
+//! A one-way switch a thread can wait on beside a socket: threads blocked in [`wait_readable`]
 //! wake the moment it is set, instead of waking every few milliseconds to look at a flag (with
 //! a thousand idle kernels, those wake-ups were half a core).
 //!
-//! [`poll`]: crate::poll
+//! [`wait_readable`]: crate::wait_readable
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -49,36 +49,21 @@ impl BitOr for PollEvents {
     }
 }
 
-/// One socket (or latch) to poll, the events wanted, and (after [`poll`]) the events that
-/// occurred.
+/// One socket to poll, the events wanted, and (after [`poll`]) the events that occurred.
+/// (A socket and a [`Latch`] are waited on together by [`wait_readable`].)
 #[derive(Debug)]
 pub struct PollItem<'a> {
-    target: Target<'a>,
+    socket: &'a Socket,
     events: PollEvents,
     revents: PollEvents,
-}
-
-#[derive(Debug)]
-enum Target<'a> {
-    Socket(&'a Socket),
-    Latch(&'a Latch),
 }
 
 impl<'a> PollItem<'a> {
     /// Watch `socket` for `events`.
     pub fn new(socket: &'a Socket, events: PollEvents) -> Self {
         Self {
-            target: Target::Socket(socket),
+            socket,
             events,
-            revents: PollEvents::NONE,
-        }
-    }
-
-    /// Watch `latch`: readable once it is set.
-    pub fn latch(latch: &'a Latch) -> Self {
-        Self {
-            target: Target::Latch(latch),
-            events: PollEvents::READABLE,
             revents: PollEvents::NONE,
         }
     }
@@ -104,10 +89,7 @@ impl<'a> PollItem<'a> {
 pub fn poll(items: &mut [PollItem<'_>], timeout: Option<Duration>) -> Result<usize> {
     let mut raw: Vec<PollItemRaw> = items
         .iter()
-        .map(|i| match i.target {
-            Target::Socket(s) => s.raw().poll_item(i.events.0),
-            Target::Latch(l) => ffi::fd_poll_item(l.raw_fd(), i.events.0),
-        })
+        .map(|i| i.socket.raw().poll_item(i.events.0))
         .collect();
     // Round up so a 0.5 ms timeout does not become a busy 0 ms poll.
     let ms = timeout.map_or(-1, |d| {
