@@ -76,6 +76,8 @@ pub enum Error {
     },
     /// A background thread could not be started.
     Thread(std::io::Error),
+    /// A ZMTP peer broke the protocol (see [`crate::zmtp`]); its connection was dropped.
+    Zmtp(crate::zmtp::ZmtpError),
 }
 
 impl Error {
@@ -147,6 +149,7 @@ impl fmt::Display for Error {
                 write!(f, "bad certificate file {}: {reason}", path.display())
             }
             Error::Thread(e) => write!(f, "could not start thread: {e}"),
+            Error::Zmtp(e) => write!(f, "zmtp: {e}"),
         }
     }
 }
@@ -162,3 +165,9 @@ impl std::error::Error for Error {
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::zmtp::ZmtpError> for Error {
+    fn from(e: crate::zmtp::ZmtpError) -> Self {
+        Error::Zmtp(e)
+    }
+}

@@ -8,6 +8,8 @@
 //!   and deny lists and pyzmq-compatible certificate files.
 //! - [`aio`]: a tokio bridge driven by the socket's edge-triggered notification fd.
 //! - [`files`]: Jupyter runtime dir and private, atomic file writes.
+//! - [`zmtp`]: ZMTP 3.0 client connections (DEALER, SUB) without libzmq's I/O thread, for
+//!   relays whose latency is in thread hand-offs; NULL mechanism only (CURVE stays with libzmq).
 //!
 //! All `unsafe` code lives in the private `ffi` module.
 
@@ -21,6 +23,7 @@ mod latch;
 mod poll;
 mod socket;
 pub mod zap;
+pub mod zmtp;
 
 pub use aio::AsyncSocket;
 pub use context::Context;
