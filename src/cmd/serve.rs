@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// CurveZMQ, so that no other local user can read a kernel's output off its ports.
     #[arg(long)]
     curve: bool,
+    /// Relay kernels through libzmq sockets instead of the host's own ZMTP links (which skip
+    /// libzmq's I/O thread, the larger part of the relay's latency). For comparison, or for a
+    /// kernel whose ZeroMQ speaks only ZMTP 1 or 2 (libzmq before 4.0).
+    #[arg(long)]
+    no_zmtp_links: bool,
     /// Kernelspec directories (each holding NAME/kernel.json); replaces the Jupyter path search.
     #[arg(long, value_delimiter = ',')]
     kernel_dirs: Vec<PathBuf>,
@@ -150,6 +155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     config.default_kernel = args.default_kernel.clone();
     config.provision.curve = args.curve;
+    config.zmtp_links = !args.no_zmtp_links;
     if args.curve {
         let plain: Vec<&String> = config
             .specs

@@ -123,6 +123,10 @@ pub struct HostConfig {
     /// Bytes of IOPub output a kernel's slowest WebSocket client may fall behind by; past it
     /// that client misses the oldest messages (the newest is always kept, however large).
     pub iopub_buffer: usize,
+    /// Relay WebSocket and IOPub traffic of kernels without CURVE over the host's own ZMTP
+    /// links instead of libzmq sockets (the same wire protocol, without libzmq's I/O thread
+    /// between the relay and the kernel). On by default; CURVE kernels always use libzmq.
+    pub zmtp_links: bool,
 }
 
 impl HostConfig {
@@ -157,6 +161,7 @@ impl HostConfig {
             max_connections: 4096,
             header_read_timeout: api::listen::HEADER_READ_TIMEOUT,
             iopub_buffer: 32 << 20,
+            zmtp_links: true,
         }
     }
 

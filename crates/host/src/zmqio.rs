@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kernelgate_wire::{Channel, ConnectionInfo, Message, Session, SessionConfig};
+use kernelgate_zmq::zmtp::{Link, LinkConfig, Role, ZmtpError};
 use kernelgate_zmq::{AsyncSocket, Context, SocketType};
 use serde_json::Value;
 
@@ -74,6 +75,98 @@ pub fn open(
     }
     socket.connect(&info.endpoint(channel))?;
     AsyncSocket::new(socket)
+}
+
+/// One of a kernel's shell, control, stdin or IOPub sockets as the host holds it.
+#[derive(Debug)]
+pub enum KernelSocket {
+    /// A ZMTP link run by the task that uses it, for kernels without CURVE: no hand-off to
+    /// libzmq's I/O thread on the way in or out (see [`kernelgate_zmq::zmtp`]).
+    Link(Link),
+    /// A libzmq socket, for CURVE (and when links are switched off).
+    Zmq(AsyncSocket),
+}
+
+impl KernelSocket {
+    /// Receives a multipart message. A link's errors are the kernel's protocol errors: the
+    /// link has dropped that connection and makes a new one by itself.
+    pub async fn recv_multipart(&mut self) -> kernelgate_zmq::Result<Vec<Vec<u8>>> {
+        match self {
+            KernelSocket::Link(l) => l.recv_multipart().await,
+            KernelSocket::Zmq(s) => s.recv_multipart().await,
+        }
+    }
+
+    /// A message already received, without waiting.
+    pub fn try_recv_multipart(&mut self) -> Option<kernelgate_zmq::Result<Vec<Vec<u8>>>> {
+        match self {
+            KernelSocket::Link(l) => l.try_recv_multipart(),
+            KernelSocket::Zmq(s) => match s.get_ref().recv_multipart(true) {
+                Err(e) if e.is_again() => None,
+                r => Some(r),
+            },
+        }
+    }
+
+    /// Sends a multipart message.
+    pub async fn send_multipart(&mut self, frames: &[Vec<u8>]) -> kernelgate_zmq::Result<()> {
+        match self {
+            KernelSocket::Link(l) => l.send_multipart(frames).await,
+            KernelSocket::Zmq(s) => s.send_multipart(frames).await,
+        }
+    }
+}
+
+/// Opens the host's socket of `ty` (DEALER or SUB) to `channel` of the kernel: a ZMTP link
+/// when `links` allows and the kernel has no CURVE keys, else a libzmq socket.
+pub fn open_kernel(
+    ctx: &Context,
+    info: &ConnectionInfo,
+    ty: SocketType,
+    channel: Channel,
+    routing_id: Option<&[u8]>,
+    links: bool,
+) -> kernelgate_zmq::Result<KernelSocket> {
+    let plain = info.curve_publickey.is_none() && info.curve_secretkey.is_none();
+    if !(links && plain) {
+        return open(ctx, info, ty, channel, routing_id).map(KernelSocket::Zmq);
+    }
+    let role = match ty {
+        SocketType::Sub => Role::Sub,
+        SocketType::Dealer => Role::Dealer {
+            routing_id: routing_id
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into_bytes()),
+        },
+        other => {
+            return Err(kernelgate_zmq::Error::InvalidArgument(format!(
+                "no ZMTP link for a {other:?} socket"
+            )))
+        }
+    };
+    let config = LinkConfig {
+        reconnect_max: RECONNECT_MAX,
+        ..LinkConfig::default()
+    };
+    Link::new(&info.endpoint(channel), role, config).map(KernelSocket::Link)
+}
+
+/// Counts and logs (rate-limited) a kernel's broken ZMTP framing as a refused message.
+pub fn record_socket_error(
+    rejections: &kernelgate_wire::Rejections,
+    kernel: &str,
+    what: &str,
+    e: &kernelgate_zmq::Error,
+) {
+    let kind = match e {
+        kernelgate_zmq::Error::Zmtp(
+            ZmtpError::FrameTooLarge { .. } | ZmtpError::MessageTooLarge { .. },
+        )
+        | kernelgate_zmq::Error::TooLarge { .. } => kernelgate_wire::ErrorKind::TooLarge,
+        _ => kernelgate_wire::ErrorKind::MalformedFrames,
+    };
+    let error = kernelgate_wire::Error::new(kind, e.to_string());
+    crate::refusals::record_message(rejections, kernel, what, &error);
 }
 
 /// The kernel's CURVE public and secret key, when its connection info has them.

@@ -16,12 +16,13 @@ use axum::response::Response;
 use futures_util::SinkExt;
 use kernelgate_wire::websocket::V1_SUBPROTOCOL;
 use kernelgate_wire::{Channel, LogGate, Session};
-use kernelgate_zmq::{AsyncSocket, SocketType};
+use kernelgate_zmq::SocketType;
 
 use super::ApiError;
 use crate::fanout::{Next, Reader};
 use crate::kernel::{Broadcast, Endpoint, ManagedKernel};
 use crate::wsmsg::{self, Incoming, OutFrame, Protocol};
+use crate::zmqio::KernelSocket;
 use crate::{zmqio, HostShared};
 
 /// Messages kept while the kernel restarts, per connection, and their bytes at most.
@@ -88,16 +89,17 @@ pub async fn channels(
 struct Sockets {
     generation: u64,
     session: Session,
-    shell: AsyncSocket,
-    control: AsyncSocket,
-    stdin: AsyncSocket,
+    shell: KernelSocket,
+    control: KernelSocket,
+    stdin: KernelSocket,
 }
 
 impl Sockets {
-    fn open(ep: &Endpoint, routing_id: &[u8]) -> Result<Sockets, String> {
+    fn open(ep: &Endpoint, routing_id: &[u8], links: bool) -> Result<Sockets, String> {
         let session = zmqio::session_for(&ep.info, "kernelgate-host").map_err(|e| e.to_string())?;
         let open = |ch| {
-            zmqio::open(&ep.ctx, &ep.info, SocketType::Dealer, ch, Some(routing_id))
+            let (ctx, info) = (&ep.ctx, &ep.info);
+            zmqio::open_kernel(ctx, info, SocketType::Dealer, ch, Some(routing_id), links)
                 .map_err(|e| e.to_string())
         };
         Ok(Sockets {
@@ -118,19 +120,14 @@ impl Sockets {
     }
 
     /// Like [`Sockets::recv`], without waiting: `None` when no socket has a message.
-    fn try_recv(&self) -> Option<Received> {
+    fn try_recv(&mut self) -> Option<Received> {
         [
-            (Channel::Shell, &self.shell),
-            (Channel::Control, &self.control),
-            (Channel::Stdin, &self.stdin),
+            (Channel::Shell, &mut self.shell),
+            (Channel::Control, &mut self.control),
+            (Channel::Stdin, &mut self.stdin),
         ]
         .into_iter()
-        .find_map(
-            |(channel, socket)| match socket.get_ref().recv_multipart(true) {
-                Err(e) if e.is_again() => None,
-                r => Some((channel, r)),
-            },
-        )
+        .find_map(|(channel, socket)| Some((channel, socket.try_recv_multipart()?)))
     }
 }
 
@@ -180,7 +177,7 @@ impl Connection {
     fn reopen(&mut self, ep: Option<Arc<Endpoint>>) {
         match ep {
             Some(ep) if self.sockets.as_ref().map(|s| s.generation) != Some(ep.generation) => {
-                match Sockets::open(&ep, &self.routing_id) {
+                match Sockets::open(&ep, &self.routing_id, self.host.config.zmtp_links) {
                     Ok(s) => self.sockets = Some(s),
                     Err(e) => {
                         tracing::warn!(kernel = %self.kernel.id, "opening kernel sockets: {e}");
@@ -276,6 +273,12 @@ impl Connection {
     fn for_client(&mut self, (channel, r): Received) -> Option<OutFrame> {
         let frames = match r {
             Ok(f) => f,
+            Err(e @ kernelgate_zmq::Error::Zmtp(_)) => {
+                // The link dropped that connection and makes a new one; the kernel is counted.
+                let (rejections, id) = (self.kernel.rejections(), &self.kernel.id);
+                zmqio::record_socket_error(rejections, id, "a kernel reply's framing", &e);
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(kernel = %self.kernel.id, "kernel socket: {e}");
                 self.sockets = None;
@@ -314,7 +317,7 @@ impl Connection {
                 Next::Empty => break,
             }
         }
-        let received = self.sockets.as_ref()?.try_recv()?;
+        let received = self.sockets.as_mut()?.try_recv()?;
         self.for_client(received)
     }
 

@@ -249,7 +249,8 @@ async fn run_process(
         Ok(s) => s,
         Err(e) => return Outcome::Died(format!("connection info: {e}")),
     };
-    let mut iopub = match zmqio::open(ctx, info, SocketType::Sub, Channel::IoPub, None) {
+    let links = cfg.zmtp_links;
+    let mut iopub = match zmqio::open_kernel(ctx, info, SocketType::Sub, Channel::IoPub, None, links) {
         Ok(s) => s,
         Err(e) => return Outcome::Died(format!("iopub: {e}")),
     };
@@ -333,6 +334,10 @@ async fn run_process(
                         }
                         Err(e) => crate::refusals::record_message(kernel.rejections(), &kernel.id, "an iopub message", &e),
                     },
+                    Err(e @ kernelgate_zmq::Error::Zmtp(_)) => {
+                        // The link dropped that connection and makes a new one.
+                        zmqio::record_socket_error(kernel.rejections(), &kernel.id, "iopub framing", &e);
+                    }
                     Err(e) => return Outcome::Died(format!("iopub socket: {e}")),
                 }
             }

@@ -346,10 +346,15 @@ impl Decoder {
         self.bytes = 0;
     }
 
-    /// Bytes `buf` must hold before the next frame can be decoded (at least its header's).
-    pub fn wanted(buf: &[u8]) -> usize {
+    /// Bytes `buf` must hold before the next frame can be decoded (at least its header's),
+    /// never more than a frame this decoder accepts: a size over the limits is refused by
+    /// [`Decoder::decode`], not waited for.
+    pub fn wanted(&self, buf: &[u8]) -> usize {
         match parse_frame_header(buf) {
-            Ok(Some((h, len))) => len.saturating_add(usize::try_from(h.size).unwrap_or(usize::MAX)),
+            Ok(Some((h, len))) => {
+                let size = h.size.min(self.max_frame.max(MAX_COMMAND));
+                len.saturating_add(usize::try_from(size).unwrap_or(usize::MAX))
+            }
             Ok(None) if buf.first().is_some_and(|f| f & FLAG_LONG != 0) => 9,
             _ => 2,
         }
@@ -476,7 +481,7 @@ mod tests {
         let mut buf = Vec::new();
         let mut pos = 0;
         for b in &out {
-            assert!(Decoder::wanted(&buf[pos..]) >= 2);
+            assert!(d.wanted(&buf[pos..]) >= 2);
             buf.push(*b);
             if let Some(m) = d.decode(&buf, &mut pos).unwrap() {
                 got = Some(m);
@@ -489,9 +494,14 @@ mod tests {
     fn wanted_is_the_whole_next_frame() {
         let mut out = Vec::new();
         encode_message(&mut out, &[vec![0u8; 300]]);
-        assert_eq!(Decoder::wanted(&out[..1]), 9);
-        assert_eq!(Decoder::wanted(&out[..9]), 309);
-        assert_eq!(Decoder::wanted(&[]), 2);
+        let d = Decoder::new(limits(), 600);
+        assert_eq!(d.wanted(&out[..1]), 9);
+        assert_eq!(d.wanted(&out[..9]), 309);
+        assert_eq!(d.wanted(&[]), 2);
+        // A huge announced size is capped at what the decoder would accept.
+        let mut huge = vec![FLAG_LONG];
+        huge.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        assert!(d.wanted(&huge) <= 9 + MAX_COMMAND as usize);
     }
 
     #[test]

@@ -111,6 +111,13 @@ impl Stream {
         }
     }
 
+    fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
     async fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         match self {
             Stream::Tcp(s) => s.read_exact(buf).await.map(drop),
@@ -223,16 +230,14 @@ impl Link {
                     return Ok(frames);
                 }
                 Ok(Some(Decoded::Command(body))) => {
-                    if let Err(e) = self.on_command(&body).await {
+                    if let Err(e) = self.on_command(&body) {
                         return Err(self.drop_connection(e));
                     }
+                    // A PONG: failing to write it drops the connection, to be made again.
+                    let _ = self.flush().await;
                 }
                 Ok(None) => {
-                    self.compact();
-                    let wanted = Decoder::wanted(&self.rbuf[self.rpos..]);
-                    let have = self.rbuf.len() - self.rpos;
-                    self.rbuf
-                        .reserve(wanted.saturating_sub(have).max(READ_CHUNK));
+                    self.make_room();
                     let State::Up(stream) = &mut self.state else {
                         continue;
                     };
@@ -244,6 +249,47 @@ impl Link {
                     }
                 }
                 Err(e) => return Err(self.drop_connection(e)),
+            }
+        }
+    }
+
+    /// Like [`Link::recv_multipart`] without waiting: `None` when no whole message has arrived
+    /// (or no connection is up).
+    pub fn try_recv_multipart(&mut self) -> Option<Result<Vec<Vec<u8>>>> {
+        let mut read = false;
+        loop {
+            if !self.is_connected() {
+                return None;
+            }
+            let mut pos = self.rpos;
+            let decoded = self.decoder.decode(&self.rbuf, &mut pos);
+            self.rpos = pos;
+            match decoded {
+                Ok(Some(Decoded::Message(frames))) => {
+                    self.compact();
+                    return Some(Ok(frames));
+                }
+                // A PONG goes out with the next write.
+                Ok(Some(Decoded::Command(body))) => {
+                    if let Err(e) = self.on_command(&body) {
+                        return Some(Err(self.drop_connection(e)));
+                    }
+                }
+                Ok(None) if read => return None,
+                Ok(None) => {
+                    read = true;
+                    self.make_room();
+                    let State::Up(stream) = &mut self.state else {
+                        return None;
+                    };
+                    match stream.try_read_buf(&mut self.rbuf) {
+                        Ok(0) => self.disconnect(),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                        Err(_) => self.disconnect(),
+                    }
+                }
+                Err(e) => return Some(Err(self.drop_connection(e))),
             }
         }
     }
@@ -283,14 +329,11 @@ impl Link {
         Ok(())
     }
 
-    async fn on_command(&mut self, body: &[u8]) -> std::result::Result<(), ZmtpError> {
+    /// Handles a command from the peer; a PING queues its PONG.
+    fn on_command(&mut self, body: &[u8]) -> std::result::Result<(), ZmtpError> {
         match codec::parse_command(body)? {
             Command::Ping { context } => {
-                let mut data = Vec::with_capacity(context.len());
-                data.extend_from_slice(context);
-                codec::encode_command(&mut self.wbuf, "PONG", &data);
-                // A failed write drops the connection; the next call reconnects.
-                let _ = self.flush().await;
+                codec::encode_command(&mut self.wbuf, "PONG", context);
                 Ok(())
             }
             Command::Error(reason) => Err(ZmtpError::Refused(reason)),
@@ -330,8 +373,11 @@ impl Link {
     }
 
     /// Drops the connection after the peer broke the protocol; returns the error to report.
+    /// The next attempt waits the longest backoff: a peer that handshakes and then breaks the
+    /// protocol again is met at most that often.
     fn drop_connection(&mut self, e: ZmtpError) -> Error {
         self.disconnect();
+        self.state = State::Down(self.config.reconnect_max);
         Error::Zmtp(e)
     }
 
@@ -344,6 +390,14 @@ impl Link {
         // A message half-written to the old connection cannot be finished on a new one.
         self.wbuf = Vec::new();
         self.wpos = 0;
+    }
+
+    /// Reserves room for the rest of the frame being received and at least a chunk.
+    fn make_room(&mut self) {
+        self.compact();
+        let wanted = self.decoder.wanted(&self.rbuf[self.rpos..]);
+        let have = self.rbuf.len() - self.rpos;
+        self.rbuf.reserve(wanted.saturating_sub(have).max(READ_CHUNK));
     }
 
     /// Moves unread bytes to the front, and gives back a big buffer once it is empty.
