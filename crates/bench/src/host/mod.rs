@@ -58,6 +58,9 @@ pub struct Args {
     /// quick check while working on the relay.
     #[arg(long)]
     rtt_only: bool,
+    /// Start the host with `--no-zmtp-links` (its libzmq relay), to compare the two.
+    #[arg(long)]
+    libzmq_relay: bool,
 }
 
 /// One result row: our figure, the comparison figure, and how the ratio reads.
@@ -142,7 +145,7 @@ pub fn run(args: &Args, python: &Python, json_out: bool) -> Result<()> {
 
     // Ours, kernelgate serve, and the floor, our direct ZeroMQ client to a built-in kernel
     // (outside any async runtime), measured in alternating blocks.
-    let host = Host::start(&bin, dir.path())?;
+    let host = Host::start(&bin, dir.path(), args.libzmq_relay)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -1,5 +1,6 @@
 //! Ours: a `kernelgate serve` child, its HTTP API and WebSocket round trips.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -24,7 +25,7 @@ pub(super) struct Host {
 }
 
 impl Host {
-    pub(super) fn start(bin: &Path, dir: &Path) -> Result<Host> {
+    pub(super) fn start(bin: &Path, dir: &Path, libzmq_relay: bool) -> Result<Host> {
         let token = random_token()?;
         let token_file = dir.join("token");
         let mut f = fs::OpenOptions::new()
@@ -38,6 +39,7 @@ impl Host {
         fs::create_dir_all(&specs)?;
         let child = Command::new(bin)
             .args(["serve", "--port", "0", "--log", "warn", "--no-recover"])
+            .args(libzmq_relay.then_some("--no-zmtp-links"))
             .arg("--token-file")
             .arg(&token_file)
             .arg("--state-file")
@@ -147,25 +149,51 @@ async fn ws_request(
         "parent_header": {}, "metadata": {}, "content": content});
     ws.send(WsMessage::Text(m.to_string().into())).await?;
     let reply_type = msg_type.replace("_request", "_reply");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if quickack {
             // Linux clears TCP_QUICKACK after use: set it before every read.
             socket2::SockRef::from(ws.get_ref()).set_tcp_quickack(true)?;
         }
-        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        let frame = tokio::time::timeout_at(deadline, ws.next())
             .await
             .map_err(|_| anyhow!("no {reply_type} within 30 s"))?
             .ok_or_else(|| anyhow!("WebSocket closed"))??;
         let WsMessage::Text(t) = frame else { continue };
-        let v: Value = serde_json::from_str(t.as_str())?;
-        let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str);
-        if field("/channel") == Some("shell")
-            && field("/parent_header/msg_id") == Some(id.as_str())
-            && field("/header/msg_type") == Some(reply_type.as_str())
+        // Every message is parsed as JSON, but only into the fields that route it (as the
+        // floor client, which leaves IOPub unread, never builds values it does not use);
+        // the reply is then parsed whole.
+        let r: Routing<'_> = serde_json::from_str(t.as_str())?;
+        if r.channel == "shell"
+            && r.parent_header.msg_id.as_deref() == Some(id.as_str())
+            && r.header.msg_type == reply_type
         {
-            return Ok(v);
+            return Ok(serde_json::from_str(t.as_str())?);
         }
     }
+}
+
+/// What a client reads of every message to route it.
+#[derive(serde::Deserialize)]
+struct Routing<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    header: RoutingHeader<'a>,
+    #[serde(borrow)]
+    parent_header: RoutingParent<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct RoutingHeader<'a> {
+    #[serde(borrow)]
+    msg_type: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+struct RoutingParent<'a> {
+    #[serde(borrow, default)]
+    msg_id: Option<Cow<'a, str>>,
 }
 
 /// A WebSocket client of one kernel started through `kernelgate serve`.

@@ -13,7 +13,7 @@ use super::{Adopted, Control, Endpoint, ManagedKernel};
 use crate::lifecycle::{Decision, Event, RestartTracker};
 use crate::process::{interrupt, reap, stop_process, wait_child, Proc};
 use crate::provision::{self, LaunchSpec};
-use crate::zmqio;
+use crate::zmqio::{self, KernelSocket};
 use crate::HostShared;
 
 enum Outcome {
@@ -109,18 +109,28 @@ pub(super) async fn supervise(
 
         // 2. Run it until it dies or we are asked to restart or stop.
         let relaunch = generation > 1;
-        let outcome = run_process(
-            &kernel,
-            &host,
-            &ctx,
-            &info,
-            &mut proc,
-            relaunch,
-            &mut control_rx,
-            &mut restart_reply,
-            &mut start_permit,
-        )
-        .await;
+        let links = host.config.zmtp_links;
+        let mut iopub =
+            zmqio::open_kernel(&ctx, &info, SocketType::Sub, Channel::IoPub, None, links);
+        let outcome = match &mut iopub {
+            Ok(iopub) => {
+                run_process(
+                    &kernel,
+                    &host,
+                    &ctx,
+                    &info,
+                    &mut proc,
+                    iopub,
+                    relaunch,
+                    &mut control_rx,
+                    &mut restart_reply,
+                    &mut start_permit,
+                )
+                .await
+            }
+            Err(e) => Outcome::Died(format!("iopub: {e}")),
+        };
+        let mut iopub = iopub.ok();
         drop(start_permit);
 
         // 3. Deal with the outcome.
@@ -155,7 +165,8 @@ pub(super) async fn supervise(
                 kernel.apply(&Event::RestartScheduled);
                 kernel.broadcast_status("restarting");
                 kernel.endpoint_tx.send_replace(None);
-                stop_process(&host, &ctx, &info, &mut proc, pid, true).await;
+                let stop = stop_process(&host, &ctx, &info, &mut proc, pid, true);
+                draining(iopub.as_mut(), stop).await;
                 let _ = std::fs::remove_file(&file);
                 kernel.with_model(|m| {
                     m.pid = None;
@@ -167,12 +178,43 @@ pub(super) async fn supervise(
             Outcome::Shutdown(reply) => {
                 kernel.apply(&Event::ShutdownRequested);
                 kernel.endpoint_tx.send_replace(None);
-                stop_process(&host, &ctx, &info, &mut proc, pid, false).await;
+                let stop = stop_process(&host, &ctx, &info, &mut proc, pid, false);
+                draining(iopub.as_mut(), stop).await;
                 let _ = std::fs::remove_file(&file);
                 kernel.with_model(|m| m.pid = None);
                 host.state_changed();
                 let _ = reply.send(());
                 return;
+            }
+        }
+    }
+}
+
+/// The wait after a kernel's first readiness nudge, doubled up to [`NUDGE_MAX`].
+const NUDGE_FIRST: Duration = Duration::from_millis(5);
+const NUDGE_MAX: Duration = Duration::from_millis(100);
+
+/// Runs `stop` while reading (and dropping) what the kernel still publishes. A kernel whose
+/// IOPub subscriber has gone when it publishes its last status can hold its exit for its
+/// sockets' linger (libzmq keeps a message for a peer that dropped while it was queued), and a
+/// kernel with an infinite linger until SIGTERM: so the subscriber stays, and reads, until the
+/// process is gone.
+async fn draining<F: std::future::Future>(iopub: Option<&mut KernelSocket>, stop: F) -> F::Output {
+    let Some(iopub) = iopub else {
+        return stop.await;
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            out = &mut stop => return out,
+            r = iopub.recv_multipart() => {
+                if r.is_err() {
+                    // Not a link (whose errors it recovers from by itself): a libzmq socket
+                    // that failed stays failed, so just wait.
+                    if !matches!(iopub, KernelSocket::Link(_)) {
+                        return stop.await;
+                    }
+                }
             }
         }
     }
@@ -239,6 +281,7 @@ async fn run_process(
     ctx: &Context,
     info: &ConnectionInfo,
     proc: &mut Proc,
+    iopub: &mut KernelSocket,
     relaunch: bool,
     control_rx: &mut mpsc::Receiver<Control>,
     restart_reply: &mut Option<oneshot::Sender<Result<(), String>>>,
@@ -248,11 +291,6 @@ async fn run_process(
     let session = match zmqio::session_for(info, "kernelgate-host") {
         Ok(s) => s,
         Err(e) => return Outcome::Died(format!("connection info: {e}")),
-    };
-    let links = cfg.zmtp_links;
-    let mut iopub = match zmqio::open_kernel(ctx, info, SocketType::Sub, Channel::IoPub, None, links) {
-        Ok(s) => s,
-        Err(e) => return Outcome::Died(format!("iopub: {e}")),
     };
     let mut hb = match zmqio::open(ctx, info, SocketType::Dealer, Channel::Heartbeat, None) {
         Ok(s) => s,
@@ -281,7 +319,12 @@ async fn run_process(
     // earlier could run a cell whose output we would never see.
     let mut answered_info = adopted;
     let mut iopub_joined = adopted;
-    let mut nudge = tokio::time::interval(Duration::from_millis(100));
+    // The first nudge goes out once the kernel answers; later ones wait longer and longer.
+    // Our subscription may join a moment after a nudge's status went out: a fixed 100 ms made
+    // such a kernel wait that long, and a thousand of them starting wait 100 s in all.
+    let nudge = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(nudge);
+    let mut nudge_wait = NUDGE_FIRST;
     loop {
         if !ready && answered_info && iopub_joined {
             ready = true;
@@ -309,7 +352,9 @@ async fn run_process(
                     Err(e) => return Outcome::Died(e),
                 }
             }
-            _ = nudge.tick(), if answered_info && !iopub_joined => {
+            _ = &mut nudge, if answered_info && !iopub_joined => {
+                nudge.as_mut().reset(tokio::time::Instant::now() + nudge_wait);
+                nudge_wait = (nudge_wait * 2).min(NUDGE_MAX);
                 // A kernel_info_request makes the kernel publish a status: once one reaches
                 // us, our IOPub subscription has joined (jupyter_server "nudges" the same way).
                 let (ctx, info) = (ctx.clone(), info.clone());

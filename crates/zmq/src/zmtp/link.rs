@@ -397,7 +397,8 @@ impl Link {
         self.compact();
         let wanted = self.decoder.wanted(&self.rbuf[self.rpos..]);
         let have = self.rbuf.len() - self.rpos;
-        self.rbuf.reserve(wanted.saturating_sub(have).max(READ_CHUNK));
+        self.rbuf
+            .reserve(wanted.saturating_sub(have).max(READ_CHUNK));
     }
 
     /// Moves unread bytes to the front, and gives back a big buffer once it is empty.
