@@ -32,6 +32,13 @@ pub struct AsyncSocket {
     // Declared before `socket`: deregister the fd before libzmq closes it.
     fd: AsyncFd<ZmqFd>,
     socket: Socket,
+    /// ZMQ_EVENTS last found nothing to receive, and no edge of the fd has been seen since.
+    /// Until one is, a receive waits on the fd without asking libzmq first: a receive future
+    /// made again and again in a `select!` loop (whose other branches keep firing) would
+    /// otherwise cost two system calls each time (libzmq polls its mailbox on every attempt).
+    /// Sound because libzmq signals the fd for anything that arrives after ZMQ_EVENTS looked,
+    /// and tokio keeps that readiness until [`AsyncSocket::wait`] clears it.
+    quiet: bool,
 }
 
 impl AsyncSocket {
@@ -51,7 +58,11 @@ impl AsyncSocket {
         // order), and never hands the socket out by value without dropping `fd`.
         let fd = unsafe { AsyncFd::register_with_interest(ZmqFd(raw), Interest::READABLE) }
             .map_err(|e| Error::io("register zmq fd with tokio", "", e.into_parts().1))?;
-        Ok(Self { fd, socket })
+        Ok(Self {
+            fd,
+            socket,
+            quiet: false,
+        })
     }
 
     /// The wrapped socket, for options and endpoints.
@@ -61,13 +72,14 @@ impl AsyncSocket {
 
     /// Unwraps the socket.
     pub fn into_inner(self) -> Socket {
-        let Self { fd, socket } = self;
+        let Self { fd, socket, .. } = self;
         drop(fd);
         socket
     }
 
     /// Receives a multipart message (within the socket's [`RecvLimits`](crate::RecvLimits)).
     pub async fn recv_multipart(&mut self) -> Result<Vec<Vec<u8>>> {
+        self.wait_if_quiet().await?;
         loop {
             match self.socket.recv_multipart(true) {
                 Err(e) if e.is_again() => self.wait(PollEvents::READABLE).await?,
@@ -82,6 +94,11 @@ impl AsyncSocket {
     /// first call comes before the wait, so a future dropped while waiting (a losing branch of
     /// `select!`) has still reported it.
     pub async fn recv_multipart_noting(&mut self, caught_up: impl Fn()) -> Result<Vec<Vec<u8>>> {
+        if self.quiet {
+            caught_up();
+            self.wait_if_quiet().await?;
+            caught_up();
+        }
         loop {
             match self.socket.recv_multipart(true) {
                 Err(e) if e.is_again() => {
@@ -96,6 +113,7 @@ impl AsyncSocket {
 
     /// Receives one frame and whether more follow.
     pub async fn recv(&mut self) -> Result<(Vec<u8>, bool)> {
+        self.wait_if_quiet().await?;
         loop {
             match self.socket.recv(true) {
                 Err(e) if e.is_again() => self.wait(PollEvents::READABLE).await?,
@@ -114,15 +132,31 @@ impl AsyncSocket {
         }
     }
 
+    /// Waits for an edge of the fd if ZMQ_EVENTS last found nothing (see `quiet`).
+    async fn wait_if_quiet(&mut self) -> Result<()> {
+        if self.quiet {
+            self.wait_for_edge().await?;
+        }
+        Ok(())
+    }
+
     /// Returns once `want` may be satisfied (callers retry their operation and loop).
     async fn wait(&mut self, want: PollEvents) -> Result<()> {
         // The failed attempt may have consumed the fd's edge while libzmq still has
         // commands queued; ZMQ_EVENTS processes them and tells the truth.
-        if self.socket.events()?.contains(want) {
+        let events = self.socket.events()?;
+        if events.contains(want) {
             // Let other tasks run in case libzmq reports ready but the op still fails.
             tokio::task::yield_now().await;
             return Ok(());
         }
+        if want == PollEvents::READABLE {
+            self.quiet = true;
+        }
+        self.wait_for_edge().await
+    }
+
+    async fn wait_for_edge(&mut self) -> Result<()> {
         let mut guard = self
             .fd
             .readable()
@@ -130,6 +164,7 @@ impl AsyncSocket {
             .map_err(|e| Error::io("wait for zmq fd", "", e))?;
         // Clear before retrying: any edge from now on re-arms tokio's readiness.
         guard.clear_ready();
+        self.quiet = false;
         Ok(())
     }
 }

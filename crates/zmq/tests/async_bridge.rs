@@ -86,6 +86,51 @@ async fn pending_recv_wakes_on_late_message() {
     assert!(elapsed >= Duration::from_millis(90), "{elapsed:?}");
 }
 
+/// A receive future dropped and made again (a losing `select!` branch), while the socket is
+/// quiet, while a send on it processes libzmq's commands, and with messages queued behind one
+/// another: each message still arrives, none waits for a later edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_receives_on_a_quiet_socket_miss_nothing() {
+    let ctx = Context::new().unwrap();
+    let a = ctx.socket(SocketType::Dealer).unwrap();
+    a.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = a.last_endpoint().unwrap();
+    let mut a = AsyncSocket::new(a).unwrap();
+    let b = ctx.socket(SocketType::Dealer).unwrap();
+    b.connect(&ep).unwrap();
+    let b = AsyncSocket::new(b).unwrap();
+    for round in 0..200u32 {
+        // Lose a few races against an always-ready branch: the socket goes quiet.
+        for _ in 0..3 {
+            tokio::select! {
+                biased;
+                _ = std::future::ready(()) => {}
+                _ = a.recv_multipart() => panic!("nothing was sent yet"),
+            }
+        }
+        if round % 2 == 0 {
+            // A send on the quiet socket lets libzmq process whatever commands are queued.
+            a.send_multipart(&[b"ping"]).await.unwrap();
+        }
+        let burst = 1 + round % 3;
+        for i in 0..burst {
+            b.get_ref()
+                .send_multipart([round.to_le_bytes(), i.to_le_bytes()], false)
+                .unwrap();
+        }
+        for i in 0..burst {
+            let m = timeout(Duration::from_secs(5), a.recv_multipart())
+                .await
+                .expect("a queued message waited for another edge")
+                .unwrap();
+            assert_eq!(
+                m,
+                vec![round.to_le_bytes().to_vec(), i.to_le_bytes().to_vec()]
+            );
+        }
+    }
+}
+
 #[test]
 fn new_outside_runtime_is_an_error() {
     let ctx = Context::new().unwrap();
