@@ -79,6 +79,8 @@ pub fn open(
 
 /// One of a kernel's shell, control, stdin or IOPub sockets as the host holds it.
 #[derive(Debug)]
+// The link is the usual variant: unboxed, a few hundred bytes per socket held, no indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum KernelSocket {
     /// A ZMTP link run by the task that uses it, for kernels without CURVE: no hand-off to
     /// libzmq's I/O thread on the way in or out (see [`kernelgate_zmq::zmtp`]).

@@ -201,7 +201,8 @@ pub fn encode_message(out: &mut Vec<u8>, frames: &[impl AsRef<[u8]>]) {
 
 /// Appends a command frame: `name` (at most 255 bytes) and its data.
 pub fn encode_command(out: &mut Vec<u8>, name: &str, data: &[u8]) {
-    let name = &name.as_bytes()[..name.len().min(255)];
+    let name = name.as_bytes();
+    let name = name.get(..255).unwrap_or(name);
     push_header(out, FLAG_COMMAND, 1 + name.len() + data.len());
     out.push(name.len() as u8);
     out.extend_from_slice(name);
@@ -264,7 +265,7 @@ pub fn parse_command(body: &[u8]) -> Result<Command<'_>, ZmtpError> {
             // A 2-byte TTL, then the context.
             let context = data.get(2..).unwrap_or(&[]);
             Ok(Command::Ping {
-                context: &context[..context.len().min(16)],
+                context: context.get(..16).unwrap_or(context),
             })
         }
         _ => Ok(Command::Other),
@@ -586,6 +587,52 @@ mod tests {
         }
         assert!(parse_command(b"\x05ERROR").is_ok());
         assert!(parse_command(b"\x05ERROR\x09ab").is_ok());
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer sends, in whatever pieces it arrives: an error or messages, never a
+        /// panic, and never a frame past the limits.
+        #[test]
+        fn any_bytes_decode_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), cut in 0usize..600) {
+            let mut d = Decoder::new(limits(), 600);
+            let cut = cut.min(bytes.len());
+            let mut buf = bytes[..cut].to_vec();
+            let mut pos = 0;
+            let mut failed = false;
+            for chunk in [&bytes[cut..], &[][..]] {
+                loop {
+                    match d.decode(&buf, &mut pos) {
+                        Ok(Some(Decoded::Message(m))) => {
+                            proptest::prop_assert!(m.len() <= 8);
+                            proptest::prop_assert!(m.iter().map(Vec::len).sum::<usize>() <= 1000);
+                        }
+                        Ok(Some(Decoded::Command(body))) => { let _ = parse_command(&body); }
+                        Ok(None) => break,
+                        Err(_) => { failed = true; break; }
+                    }
+                }
+                if failed { break; }
+                proptest::prop_assert!(d.wanted(&buf[pos..]) <= 9 + MAX_COMMAND as usize);
+                buf.extend_from_slice(chunk);
+            }
+        }
+
+        /// Encoding then decoding gives the frames back, split anywhere.
+        #[test]
+        fn encode_then_decode_is_identity(frames in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..8), cut in 0usize..3000) {
+            let mut out = Vec::new();
+            encode_message(&mut out, &frames);
+            let mut d = Decoder::new(RecvLimits { max_frames: 8, max_total_bytes: 1 << 20 }, 1 << 20);
+            let cut = cut.min(out.len());
+            let mut pos = 0;
+            let first = d.decode(&out[..cut], &mut pos).unwrap();
+            let got = match first {
+                Some(m) => m,
+                None => d.decode(&out, &mut pos).unwrap().unwrap(),
+            };
+            proptest::prop_assert_eq!(got, Decoded::Message(frames));
+            proptest::prop_assert_eq!(pos, out.len());
+        }
     }
 
     #[test]

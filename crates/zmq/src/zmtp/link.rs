@@ -313,7 +313,8 @@ impl Link {
             let State::Up(stream) = &mut self.state else {
                 return Err(Error::zmq("zmtp send", libc::ENOTCONN));
             };
-            match stream.write(&self.wbuf[self.wpos..]).await {
+            let unsent = self.wbuf.get(self.wpos..).unwrap_or_default();
+            match stream.write(unsent).await {
                 Ok(0) | Err(_) => {
                     self.disconnect();
                     return Err(Error::zmq("zmtp send", libc::ECONNRESET));
@@ -395,7 +396,9 @@ impl Link {
     /// Reserves room for the rest of the frame being received and at least a chunk.
     fn make_room(&mut self) {
         self.compact();
-        let wanted = self.decoder.wanted(&self.rbuf[self.rpos..]);
+        let wanted = self
+            .decoder
+            .wanted(self.rbuf.get(self.rpos..).unwrap_or_default());
         let have = self.rbuf.len() - self.rpos;
         self.rbuf
             .reserve(wanted.saturating_sub(have).max(READ_CHUNK));
