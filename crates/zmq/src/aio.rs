@@ -7,6 +7,7 @@
 //! a failed one, so an edge that arrives in between is not lost. No busy polling.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -37,8 +38,10 @@ pub struct AsyncSocket {
     /// made again and again in a `select!` loop (whose other branches keep firing) would
     /// otherwise cost two system calls each time (libzmq polls its mailbox on every attempt).
     /// Sound because libzmq signals the fd for anything that arrives after ZMQ_EVENTS looked,
-    /// and tokio keeps that readiness until [`AsyncSocket::wait`] clears it.
-    quiet: bool,
+    /// and only a libzmq call on this socket drains that signal before tokio's reactor sees it.
+    /// Any other use of the socket (a send, or a call through [`AsyncSocket::get_ref`]) may
+    /// drain the fd's signal before tokio's reactor has seen it, so each clears the flag.
+    quiet: AtomicBool,
 }
 
 impl AsyncSocket {
@@ -61,12 +64,13 @@ impl AsyncSocket {
         Ok(Self {
             fd,
             socket,
-            quiet: false,
+            quiet: AtomicBool::new(false),
         })
     }
 
     /// The wrapped socket, for options and endpoints.
     pub fn get_ref(&self) -> &Socket {
+        self.quiet.store(false, Ordering::Relaxed);
         &self.socket
     }
 
@@ -94,7 +98,7 @@ impl AsyncSocket {
     /// first call comes before the wait, so a future dropped while waiting (a losing branch of
     /// `select!`) has still reported it.
     pub async fn recv_multipart_noting(&mut self, caught_up: impl Fn()) -> Result<Vec<Vec<u8>>> {
-        if self.quiet {
+        if self.quiet.load(Ordering::Relaxed) {
             caught_up();
             self.wait_if_quiet().await?;
             caught_up();
@@ -124,6 +128,7 @@ impl AsyncSocket {
 
     /// Sends a multipart message, waiting while the high-water mark is reached.
     pub async fn send_multipart<F: AsRef<[u8]>>(&mut self, frames: &[F]) -> Result<()> {
+        self.quiet.store(false, Ordering::Relaxed);
         loop {
             match self.socket.send_multipart(frames, true) {
                 Err(e) if e.is_again() => self.wait(PollEvents::WRITABLE).await?,
@@ -134,7 +139,7 @@ impl AsyncSocket {
 
     /// Waits for an edge of the fd if ZMQ_EVENTS last found nothing (see `quiet`).
     async fn wait_if_quiet(&mut self) -> Result<()> {
-        if self.quiet {
+        if self.quiet.load(Ordering::Relaxed) {
             self.wait_for_edge().await?;
         }
         Ok(())
@@ -151,7 +156,7 @@ impl AsyncSocket {
             return Ok(());
         }
         if want == PollEvents::READABLE {
-            self.quiet = true;
+            self.quiet.store(true, Ordering::Relaxed);
         }
         self.wait_for_edge().await
     }
@@ -164,7 +169,7 @@ impl AsyncSocket {
             .map_err(|e| Error::io("wait for zmq fd", "", e))?;
         // Clear before retrying: any edge from now on re-arms tokio's readiness.
         guard.clear_ready();
-        self.quiet = false;
+        self.quiet.store(false, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -233,6 +233,58 @@ async fn a_ping_is_answered_and_messages_keep_flowing() {
     assert_eq!(m, vec![b"hello".to_vec()]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_from_a_peer_that_reads_nothing_queues_one_pong() {
+    // The hostile peer reads what we send (into a sink); this one stops reading at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = format!("tcp://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(&zmtp::greeting());
+        zmtp::encode_command(&mut out, "READY", &zmtp::ready_properties("ROUTER", None));
+        for _ in 0..20_000 {
+            zmtp::encode_command(&mut out, "PING", b"\x00\x0a0123456789abcdef");
+        }
+        zmtp::encode_message(&mut out, &[b"after"]);
+        let _ = s.write_all(&out).await;
+        tokio::time::sleep(WAIT).await;
+        drop(s);
+    });
+    let mut link = dealer(&ep, b"x");
+    let m = timeout(WAIT, link.recv_multipart()).await.unwrap().unwrap();
+    assert_eq!(m, vec![b"after".to_vec()]);
+    assert!(
+        link.queued_bytes() <= 100,
+        "{} bytes queued",
+        link.queued_bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_hangs_up_after_each_handshake_is_retried_ever_more_slowly() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = format!("tcp://{}", listener.local_addr().unwrap());
+    let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut out = Vec::new();
+            out.extend_from_slice(&zmtp::greeting());
+            zmtp::encode_command(&mut out, "READY", &zmtp::ready_properties("ROUTER", None));
+            let _ = s.write_all(&out).await;
+            let _ = s.shutdown().await;
+        }
+    });
+    let mut link = dealer(&ep, b"x");
+    let _ = timeout(Duration::from_millis(500), link.recv_multipart()).await;
+    // Backing off 2, 4, 8 ... 50 ms: about a dozen in half a second; a backoff reset by each
+    // handshake would make it a couple of hundred.
+    let n = accepts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..40).contains(&n), "{n} connections in 500 ms");
+}
+
 #[test]
 fn only_tcp_and_ipc_endpoints() {
     let e = Link::new("inproc://x", Role::Sub, LinkConfig::default()).unwrap_err();

@@ -385,13 +385,14 @@ impl Connection {
         };
         self.kernel.touch();
         // A kernel whose queue is full (behind a long cell, or hung) must not stall this
-        // connection's IOPub and shutdown: past the deadline the message is dropped.
+        // connection's IOPub and shutdown: past the deadline the wait ends (a libzmq socket
+        // drops the message; a ZMTP link keeps it queued and writes it once the kernel reads).
         match tokio::time::timeout(SEND_TIMEOUT, sock.send_multipart(&frames)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(kernel = %self.kernel.id, "sending to the kernel: {e}"),
             Err(_) => tracing::warn!(
                 kernel = %self.kernel.id,
-                "kernel not taking messages; dropped a client message"
+                "kernel not taking messages; gave up waiting to send a client message"
             ),
         }
     }

@@ -391,14 +391,14 @@ impl Decoder {
                     bytes: self.bytes.saturating_add(size),
                 });
             }
-            let Some(body) = rest.get(header_len..header_len + size) else {
+            let end = header_len.saturating_add(size);
+            let Some(body) = rest.get(header_len..end) else {
                 return Ok(None);
             };
-            *pos += header_len + size;
+            *pos += end;
             if header.command {
-                if !self.frames.is_empty() {
-                    return Err(ZmtpError::BadCommand("inside a multipart message"));
-                }
+                // Also between the frames of a message (libzmq sends a heartbeat PING there):
+                // the message's frames so far are kept.
                 return Ok(Some(Decoded::Command(body.to_vec())));
             }
             self.frames.push(body.to_vec());
@@ -538,16 +538,23 @@ mod tests {
     }
 
     #[test]
-    fn reserved_flags_and_continued_commands_are_refused() {
+    fn reserved_flags_are_refused_and_commands_between_frames_taken() {
         assert_eq!(decode_all(&[0x08, 0]), Err(ZmtpError::BadFlags(0x08)));
         assert_eq!(
             decode_all(&[FLAG_COMMAND | FLAG_MORE, 0]),
             Err(ZmtpError::BadFlags(5))
         );
-        // A command between the frames of a message.
+        // A command between the frames of a message is taken, and the message goes on.
         let mut out = vec![FLAG_MORE, 1, b'a'];
         encode_command(&mut out, "PING", &[0, 0]);
-        assert!(matches!(decode_all(&out), Err(ZmtpError::BadCommand(_))));
+        out.extend_from_slice(&[0, 1, b'b']);
+        assert_eq!(
+            decode_all(&out).unwrap(),
+            vec![
+                Decoded::Command(b"\x04PING\x00\x00".to_vec()),
+                Decoded::Message(vec![b"a".to_vec(), b"b".to_vec()])
+            ]
+        );
     }
 
     #[test]

@@ -118,6 +118,13 @@ impl Stream {
         }
     }
 
+    fn try_write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
+        }
+    }
+
     async fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         match self {
             Stream::Tcp(s) => s.read_exact(buf).await.map(drop),
@@ -156,6 +163,9 @@ enum State {
     Connecting(Connecting),
     Up(Stream),
 }
+
+/// Unsent bytes past which a PING gets no PONG (a PONG is at most 23 bytes).
+const PONG_ROOM: usize = 64;
 
 /// Read buffer kept between messages; a larger one (after a big message) is given back.
 const READ_CHUNK: usize = 16 << 10;
@@ -211,6 +221,11 @@ impl Link {
         })
     }
 
+    /// Bytes queued and not yet written to the connection.
+    pub fn queued_bytes(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
     /// Whether a connection is up (handshake done).
     pub fn is_connected(&self) -> bool {
         matches!(self.state, State::Up(_))
@@ -227,16 +242,16 @@ impl Link {
             match decoded {
                 Ok(Some(Decoded::Message(frames))) => {
                     self.compact();
+                    self.backoff = self.config.reconnect_min;
                     return Ok(frames);
                 }
                 Ok(Some(Decoded::Command(body))) => {
                     if let Err(e) = self.on_command(&body) {
                         return Err(self.drop_connection(e));
                     }
-                    // A PONG: failing to write it drops the connection, to be made again.
-                    let _ = self.flush().await;
                 }
                 Ok(None) => {
+                    self.try_flush();
                     self.make_room();
                     let State::Up(stream) = &mut self.state else {
                         continue;
@@ -267,6 +282,7 @@ impl Link {
             match decoded {
                 Ok(Some(Decoded::Message(frames))) => {
                     self.compact();
+                    self.backoff = self.config.reconnect_min;
                     return Some(Ok(frames));
                 }
                 // A PONG goes out with the next write.
@@ -278,6 +294,7 @@ impl Link {
                 Ok(None) if read => return None,
                 Ok(None) => {
                     read = true;
+                    self.try_flush();
                     self.make_room();
                     let State::Up(stream) = &mut self.state else {
                         return None;
@@ -330,11 +347,39 @@ impl Link {
         Ok(())
     }
 
+    /// Writes what is queued as far as the stream takes it now, without waiting: a PONG, or a
+    /// message whose send was cancelled (it timed out) after it was queued. Receives call it,
+    /// so such bytes go out once the peer reads again even if nothing more is sent.
+    fn try_flush(&mut self) {
+        if self.wpos >= self.wbuf.len() {
+            return;
+        }
+        let State::Up(stream) = &mut self.state else {
+            return;
+        };
+        match stream.try_write(self.wbuf.get(self.wpos..).unwrap_or_default()) {
+            Ok(0) => self.disconnect(),
+            Ok(n) => {
+                self.wpos += n;
+                if self.wpos >= self.wbuf.len() {
+                    self.wbuf.clear();
+                    self.wpos = 0;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => self.disconnect(),
+        }
+    }
+
     /// Handles a command from the peer; a PING queues its PONG.
     fn on_command(&mut self, body: &[u8]) -> std::result::Result<(), ZmtpError> {
         match codec::parse_command(body)? {
             Command::Ping { context } => {
-                codec::encode_command(&mut self.wbuf, "PONG", context);
+                // At most one PONG waits to be written: a peer that floods PINGs and reads
+                // nothing must not grow the queue (libzmq keeps one pending PONG too).
+                if self.wbuf.len() - self.wpos <= PONG_ROOM {
+                    codec::encode_command(&mut self.wbuf, "PONG", context);
+                }
                 Ok(())
             }
             Command::Error(reason) => Err(ZmtpError::Refused(reason)),
@@ -359,10 +404,9 @@ impl Link {
                     self.state = State::Connecting(Box::pin(fut));
                 }
                 State::Connecting(fut) => match fut.await {
-                    Ok(stream) => {
-                        self.state = State::Up(stream);
-                        self.backoff = self.config.reconnect_min;
-                    }
+                    // The backoff is reset by the first message received, not by the handshake:
+                    // a peer that handshakes and hangs up at once is retried ever more slowly.
+                    Ok(stream) => self.state = State::Up(stream),
                     Err(e) => {
                         tracing::trace!(target = ?self.target, "zmtp connect: {e}");
                         self.state = State::Down(self.backoff);
