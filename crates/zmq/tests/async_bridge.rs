@@ -86,18 +86,23 @@ async fn pending_recv_wakes_on_late_message() {
     assert!(elapsed >= Duration::from_millis(90), "{elapsed:?}");
 }
 
+/// A bound DEALER under the bridge and a plain one connected to it over TCP.
+fn dealer_pair() -> (Context, AsyncSocket, kernelgate_zmq::Socket) {
+    let ctx = Context::new().unwrap();
+    let a = ctx.socket(SocketType::Dealer).unwrap();
+    a.bind("tcp://127.0.0.1:*").unwrap();
+    let ep = a.last_endpoint().unwrap();
+    let b = ctx.socket(SocketType::Dealer).unwrap();
+    b.connect(&ep).unwrap();
+    (ctx, AsyncSocket::new(a).unwrap(), b)
+}
+
 /// A receive future dropped and made again (a losing `select!` branch), while the socket is
 /// quiet, while a send on it processes libzmq's commands, and with messages queued behind one
 /// another: each message still arrives, none waits for a later edge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreated_receives_on_a_quiet_socket_miss_nothing() {
-    let ctx = Context::new().unwrap();
-    let a = ctx.socket(SocketType::Dealer).unwrap();
-    a.bind("tcp://127.0.0.1:*").unwrap();
-    let ep = a.last_endpoint().unwrap();
-    let mut a = AsyncSocket::new(a).unwrap();
-    let b = ctx.socket(SocketType::Dealer).unwrap();
-    b.connect(&ep).unwrap();
+    let (_ctx, mut a, b) = dealer_pair();
     let b = AsyncSocket::new(b).unwrap();
     for round in 0..200u32 {
         // Lose a few races against an always-ready branch: the socket goes quiet.
@@ -134,13 +139,7 @@ async fn recreated_receives_on_a_quiet_socket_miss_nothing() {
 /// the reactor cannot look between the signal and the drain.
 #[tokio::test(flavor = "current_thread")]
 async fn a_drained_signal_does_not_strand_a_message() {
-    let ctx = Context::new().unwrap();
-    let a = ctx.socket(SocketType::Dealer).unwrap();
-    a.bind("tcp://127.0.0.1:*").unwrap();
-    let ep = a.last_endpoint().unwrap();
-    let mut a = AsyncSocket::new(a).unwrap();
-    let b = ctx.socket(SocketType::Dealer).unwrap();
-    b.connect(&ep).unwrap();
+    let (_ctx, mut a, b) = dealer_pair();
     for round in 0..50u32 {
         // Polled once (it finds nothing and waits), then dropped: the socket is quiet.
         let r = timeout(Duration::ZERO, a.recv_multipart()).await;

@@ -236,34 +236,17 @@ impl Link {
     pub async fn recv_multipart(&mut self) -> Result<Vec<Vec<u8>>> {
         loop {
             self.up().await;
-            let mut pos = self.rpos;
-            let decoded = self.decoder.decode(&self.rbuf, &mut pos);
-            self.rpos = pos;
-            match decoded {
-                Ok(Some(Decoded::Message(frames))) => {
-                    self.compact();
-                    self.backoff = self.config.reconnect_min;
-                    return Ok(frames);
-                }
-                Ok(Some(Decoded::Command(body))) => {
-                    if let Err(e) = self.on_command(&body) {
-                        return Err(self.drop_connection(e));
-                    }
-                }
-                Ok(None) => {
-                    self.try_flush();
-                    self.make_room();
-                    let State::Up(stream) = &mut self.state else {
-                        continue;
-                    };
-                    match stream.read_buf(&mut self.rbuf).await {
-                        Ok(0) | Err(_) => {
-                            self.disconnect();
-                        }
-                        Ok(_) => {}
-                    }
-                }
-                Err(e) => return Err(self.drop_connection(e)),
+            if let Some(frames) = self.decode_next()? {
+                return Ok(frames);
+            }
+            self.try_flush();
+            self.make_room();
+            let State::Up(stream) = &mut self.state else {
+                continue;
+            };
+            match stream.read_buf(&mut self.rbuf).await {
+                Ok(0) | Err(_) => self.disconnect(),
+                Ok(_) => {}
             }
         }
     }
@@ -276,6 +259,31 @@ impl Link {
             if !self.is_connected() {
                 return None;
             }
+            match self.decode_next() {
+                Err(e) => return Some(Err(e)),
+                Ok(Some(frames)) => return Some(Ok(frames)),
+                Ok(None) if read => return None,
+                Ok(None) => {}
+            }
+            read = true;
+            self.try_flush();
+            self.make_room();
+            let State::Up(stream) = &mut self.state else {
+                return None;
+            };
+            match stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => self.disconnect(),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(_) => self.disconnect(),
+            }
+        }
+    }
+
+    /// The next whole message among the bytes read, after the commands before it (a PING's
+    /// PONG goes out with the next write): `Ok(None)` when more bytes are needed.
+    fn decode_next(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+        loop {
             let mut pos = self.rpos;
             let decoded = self.decoder.decode(&self.rbuf, &mut pos);
             self.rpos = pos;
@@ -283,30 +291,15 @@ impl Link {
                 Ok(Some(Decoded::Message(frames))) => {
                     self.compact();
                     self.backoff = self.config.reconnect_min;
-                    return Some(Ok(frames));
+                    return Ok(Some(frames));
                 }
-                // A PONG goes out with the next write.
                 Ok(Some(Decoded::Command(body))) => {
                     if let Err(e) = self.on_command(&body) {
-                        return Some(Err(self.drop_connection(e)));
+                        return Err(self.drop_connection(e));
                     }
                 }
-                Ok(None) if read => return None,
-                Ok(None) => {
-                    read = true;
-                    self.try_flush();
-                    self.make_room();
-                    let State::Up(stream) = &mut self.state else {
-                        return None;
-                    };
-                    match stream.try_read_buf(&mut self.rbuf) {
-                        Ok(0) => self.disconnect(),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                        Err(_) => self.disconnect(),
-                    }
-                }
-                Err(e) => return Some(Err(self.drop_connection(e))),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.drop_connection(e)),
             }
         }
     }
