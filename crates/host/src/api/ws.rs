@@ -20,7 +20,7 @@ use kernelgate_zmq::SocketType;
 
 use super::ApiError;
 use crate::fanout::{Next, Reader};
-use crate::kernel::{Broadcast, Endpoint, ManagedKernel};
+use crate::kernel::{Broadcast, ConnectionGuard, Endpoint, ManagedKernel};
 use crate::wsmsg::{self, Incoming, OutFrame, Protocol};
 use crate::zmqio::KernelSocket;
 use crate::{zmqio, HostShared};
@@ -79,9 +79,13 @@ pub async fn channels(
         .filter(|s| !s.is_empty() && s.len() <= 128)
         .cloned()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Counted from the 101 response on, not from whenever the connection's task first runs: a
+    // client that has its WebSocket and then asks for the kernel's model sees itself in
+    // `connections`. (A failed upgrade drops the closure, and the guard with it.)
+    let guard = kernel.connect_guard();
     Ok(ws.on_upgrade(move |socket| async move {
         Connection::new(host, kernel, protocol, session_id)
-            .run(socket)
+            .run(socket, guard)
             .await
     }))
 }
@@ -190,8 +194,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
-        let _guard = self.kernel.connect_guard();
+    async fn run(mut self, mut socket: WebSocket, _guard: ConnectionGuard) {
         let mut endpoint_rx = self.kernel.subscribe_endpoint();
         let mut iopub_rx = self.kernel.subscribe_iopub();
         let mut closing = self.host.closing.subscribe();
