@@ -131,6 +131,13 @@ async fn dealer_reconnects_when_the_peer_comes_back_on_the_same_port() {
     assert_eq!(got, vec![b"again".to_vec(), b"two".to_vec()]);
 }
 
+/// What a ROUTER sends first: its greeting and READY.
+fn router_hello() -> Vec<u8> {
+    let mut out = zmtp::greeting().to_vec();
+    zmtp::encode_command(&mut out, "READY", &zmtp::ready_properties("ROUTER", None));
+    out
+}
+
 /// A listener that answers the greeting properly and then sends `after` (or, with
 /// `greeting: false`, sends `after` instead of a greeting).
 async fn hostile_peer(greet: bool, after: Vec<u8>) -> String {
@@ -140,15 +147,7 @@ async fn hostile_peer(greet: bool, after: Vec<u8>) -> String {
         while let Ok((mut s, _)) = listener.accept().await {
             let after = after.clone();
             tokio::spawn(async move {
-                let mut out = Vec::new();
-                if greet {
-                    out.extend_from_slice(&zmtp::greeting());
-                    zmtp::encode_command(
-                        &mut out,
-                        "READY",
-                        &zmtp::ready_properties("ROUTER", None),
-                    );
-                }
+                let mut out = if greet { router_hello() } else { Vec::new() };
                 out.extend_from_slice(&after);
                 let _ = s.write_all(&out).await;
                 let mut sink = vec![0u8; 4096];
@@ -240,9 +239,7 @@ async fn a_ping_flood_from_a_peer_that_reads_nothing_queues_one_pong() {
     let ep = format!("tcp://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        let mut out = Vec::new();
-        out.extend_from_slice(&zmtp::greeting());
-        zmtp::encode_command(&mut out, "READY", &zmtp::ready_properties("ROUTER", None));
+        let mut out = router_hello();
         for _ in 0..20_000 {
             zmtp::encode_command(&mut out, "PING", b"\x00\x0a0123456789abcdef");
         }
@@ -270,10 +267,7 @@ async fn a_peer_that_hangs_up_after_each_handshake_is_retried_ever_more_slowly()
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut out = Vec::new();
-            out.extend_from_slice(&zmtp::greeting());
-            zmtp::encode_command(&mut out, "READY", &zmtp::ready_properties("ROUTER", None));
-            let _ = s.write_all(&out).await;
+            let _ = s.write_all(&router_hello()).await;
             let _ = s.shutdown().await;
         }
     });

@@ -208,12 +208,10 @@ async fn draining<F: std::future::Future>(iopub: Option<&mut KernelSocket>, stop
         tokio::select! {
             out = &mut stop => return out,
             r = iopub.recv_multipart() => {
-                if r.is_err() {
-                    // Not a link (whose errors it recovers from by itself): a libzmq socket
-                    // that failed stays failed, so just wait.
-                    if !matches!(iopub, KernelSocket::Link(_)) {
-                        return stop.await;
-                    }
+                // A link recovers from its errors by itself; a libzmq socket that failed stays
+                // failed, so then just wait.
+                if r.is_err() && !matches!(iopub, KernelSocket::Link(_)) {
+                    return stop.await;
                 }
             }
         }
