@@ -176,8 +176,8 @@ const READ_CHUNK: usize = 16 << 10;
 /// lazily and reconnects after a refused connection, a closed one or a peer's protocol error
 /// (which is returned once, so that the caller can count it). Messages in flight when a
 /// connection drops are lost, as with libzmq. Receives are cancel-safe; a cancelled send has
-/// either queued its whole message or nothing, and what it queued goes out first on the next
-/// call.
+/// either queued its whole message or nothing, and what it queued goes out with the next send
+/// or receive.
 pub struct Link {
     target: Target,
     role: Role,
@@ -197,7 +197,7 @@ impl std::fmt::Debug for Link {
         f.debug_struct("Link")
             .field("target", &self.target)
             .field("role", &self.role.socket_type())
-            .field("connected", &matches!(self.state, State::Up(_)))
+            .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
 }
@@ -310,7 +310,7 @@ impl Link {
             return Err(Error::InvalidArgument("a SUB link does not send".into()));
         }
         self.up().await;
-        if self.wbuf.len() - self.wpos > self.config.send_queue_max {
+        if self.queued_bytes() > self.config.send_queue_max {
             return Err(Error::zmq("zmtp send", crate::EAGAIN));
         }
         codec::encode_message(&mut self.wbuf, frames);
@@ -370,7 +370,7 @@ impl Link {
             Command::Ping { context } => {
                 // At most one PONG waits to be written: a peer that floods PINGs and reads
                 // nothing must not grow the queue (libzmq keeps one pending PONG too).
-                if self.wbuf.len() - self.wpos <= PONG_ROOM {
+                if self.queued_bytes() <= PONG_ROOM {
                     codec::encode_command(&mut self.wbuf, "PONG", context);
                 }
                 Ok(())
